@@ -1,0 +1,1 @@
+"""ums.directory."""
