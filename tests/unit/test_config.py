@@ -1,0 +1,117 @@
+"""Configuration validation: good files load, bad ones name file, key and problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ums.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "ums.toml"
+
+
+def test_example_is_the_quick_start() -> None:
+    cfg = load_config(EXAMPLE)
+    assert [(str(x.transport), x.host, x.port) for x in cfg.sip.listen] == [
+        ("udp", "127.0.0.1", 5060),
+        ("tcp", "127.0.0.1", 5060),
+    ]
+    assert cfg.accounts == ()
+    assert cfg.sip.accept_direct
+    boxes = {m.number: (m.service, m.owner) for m in cfg.mailboxes}
+    assert boxes == {
+        "100": ("voice", "alice@example.com"),
+        "200": ("fax", "alice@example.com"),
+        "300": ("both", "alice@example.com"),
+    }
+    assert cfg.mail.smarthost == ""
+    assert cfg.mail.listen == "127.0.0.1:2525"
+    assert str(cfg.server.data_dir) == "var"
+
+
+def test_accounts_parse() -> None:
+    cfg = parse_config(
+        {
+            "accounts": [
+                {
+                    "name": "pbx",
+                    "registrar": "sip:pbx.example.com",
+                    "aor": "sip:ums@pbx.example.com",
+                    "auth_user": "ums",
+                    "password": "pw",
+                    "expires": 120,
+                    "transport": "tcp",
+                    "proxy": "sip:sbc.example.com:5070",
+                },
+                {"name": "trunk", "registrar": "sip:t.example", "aor": "sip:1@t.example"},
+            ]
+        },
+        "t.toml",
+    )
+    assert [a.name for a in cfg.accounts] == ["pbx", "trunk"]
+    assert cfg.accounts[0].transport == "tcp" and cfg.accounts[0].expires == 120
+    assert cfg.accounts[1].transport == "udp" and cfg.accounts[1].expires == 600
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"sip": {"listen": ["sctp:1.2.3.4:5060"]}}, "t.toml: sip.listen[0]: must start with udp: or tcp:"),
+        ({"sip": {"listen": ["udp:1.2.3.4:99999"]}}, "t.toml: sip.listen[0]: bad port"),
+        ({"sip": {"max_channels": 0}}, "t.toml: sip.max_channels: must be between 1 and 100000, got 0"),
+        ({"sip": {"codecs": ["G729"]}}, "t.toml: sip.codecs[0]: must be PCMA or PCMU"),
+        ({"sip": {"ring_delay": "2"}}, "t.toml: sip.ring_delay: must be"),
+        ({"sip": {"lisen": []}}, "t.toml: sip.lisen: unknown key"),
+        ({"accounts": [{"name": "a", "registrar": "pbx", "aor": "sip:a@b"}]}, "accounts[0].registrar: must be a sip: URI"),
+        ({"accounts": [{"registrar": "sip:x", "aor": "sip:a@b"}]}, "t.toml: accounts[0].name: is required"),
+        (
+            {"accounts": [{"name": "a", "registrar": "sip:x", "aor": "sip:a@x", "transport": "tls"}]},
+            "accounts[0].transport: must be one of udp, tcp",
+        ),
+        (
+            {"accounts": [{"name": "a", "registrar": "sip:x", "aor": "sip:a@x", "expires": True}]},
+            "accounts[0].expires: must be an integer, not a boolean",
+        ),
+        ({"mailboxes": [{"number": "1x", "owner": "a@b"}]}, "mailboxes[0].number: must be digits"),
+        ({"mailboxes": [{"number": "1", "owner": "nobody"}]}, "mailboxes[0].owner: must be an e-mail address"),
+        (
+            {"mailboxes": [{"number": "1", "owner": "a@b"}, {"number": "1", "owner": "c@d"}]},
+            "mailboxes[1].number: duplicate mailbox number",
+        ),
+        ({"mailboxes": [{"number": "1", "owner": "a@b", "service": "sms"}]}, "mailboxes[0].service: must be one of"),
+        ({"mail": {"smarthost": "mail:xx"}}, "t.toml: mail.smarthost: bad port"),
+        ({"extra": 1}, "t.toml: extra: unknown key"),
+    ],
+)
+def test_errors_name_file_key_and_problem(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "t.toml")
+    assert message in str(info.value)
+
+
+def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sip\nlisten = 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: TOML syntax error"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "ums", "check-config", str(EXAMPLE)], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (0 accounts, 3 mailboxes" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[mailboxes]]\nnumber = "100"\nowner = "alice"\n')
+    res = subprocess.run(
+        [sys.executable, "-m", "ums", "check-config", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2
+    assert f"{bad}: mailboxes[0].owner: must be an e-mail address" in res.stderr

@@ -1,0 +1,422 @@
+"""Call legs: answer incoming calls, bind their media, record them.
+
+What it does
+------------
+:class:`CallManager` receives the SIP user agent's events.  For an incoming call
+it picks the mailbox (:func:`ums.calls.router.route`), refuses what it must
+(404 unknown number, 486 over the channel limit, 488 no common codec), opens a
+media endpoint, rings for the configured delay, answers with an SDP answer and
+records the caller's audio to ``<data_dir>/recordings/<stamp>-<number>-<id>.wav``
+with a JSON record beside it.  Digits (RFC 4733 or SIP INFO) are logged and
+kept.  A re-INVITE (hold / unhold / new address) is answered from the same
+local port.  Calls longer than ``max_call_seconds`` are hung up.
+
+How it works
+------------
+All SIP decisions go through the user agent's call-control methods followed by
+``sip.kick()``.  The media endpoint comes from a factory passed in by the
+server, so this module does not depend on the media shell.  A recording is
+written with small buffered writes as audio arrives and fsynced, then its JSON
+record is written atomically (temp file, fsync, rename) before the call is
+reported finished: "recording complete" means durable on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import wave
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ums.calls.router import Route, route
+from ums.config import Config
+from ums.log import kv
+from ums.sip import events as ev
+from ums.sip.sdp import AudioParams, SdpError, SessionDescription, answer_audio
+from ums.sip.service import SipService
+
+__all__ = ["CallManager", "MediaEndpoint", "MediaFactory"]
+
+log = logging.getLogger("ums.calls")
+
+
+class MediaEndpoint(Protocol):
+    """What a call leg needs from an RTP endpoint."""
+
+    @property
+    def local_port(self) -> int: ...
+
+    def set_remote(self, host: str, port: int) -> None: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class MediaFactory(Protocol):
+    def __call__(
+        self,
+        params: AudioParams,
+        on_audio: Callable[[np.ndarray], None],
+        on_digit: Callable[[str], None],
+    ) -> Awaitable[MediaEndpoint]: ...
+
+
+class _Recording:
+    """WAV (8 kHz mono 16-bit) written as audio arrives; synced and described when closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._wav = wave.open(self._file, "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(8000)
+        self.samples = 0
+        self.closed = False
+
+    def write(self, pcm: np.ndarray) -> None:
+        if self.closed or pcm.size == 0:
+            return
+        self._wav.writeframesraw(np.asarray(pcm, dtype="<i2").tobytes())
+        self.samples += int(pcm.size)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wav.close()  # rewrites the header sizes
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Leg:
+    call_id: str
+    route: Route
+    offer: SessionDescription
+    state: str = "setup"  # setup -> ringing -> answered -> ended
+    params: AudioParams | None = None
+    media: MediaEndpoint | None = None
+    recording: _Recording | None = None
+    digits: list[str] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    answered_at: float | None = None
+    session_id: int = 0
+    sdp_version: int = 1
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    setup_task: asyncio.Task[None] | None = None
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9]+")
+
+
+class CallManager:
+    def __init__(self, config: Config, sip: SipService, media_factory: MediaFactory, host: str) -> None:
+        self.config = config
+        self.sip = sip
+        self.media_factory = media_factory
+        self.host = host
+        self.legs: dict[str, _Leg] = {}
+        self.recordings_dir = config.server.data_dir / "recordings"
+        self._loop = asyncio.get_running_loop()
+        self._session_counter = int(datetime.now(UTC).timestamp())
+
+    # -- SIP events ------------------------------------------------------------------------------
+    def on_sip_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.IncomingCall):
+            self._incoming(event)
+        elif isinstance(event, ev.CallEstablished):
+            log.debug(kv("call.established", call_id=event.call_id))
+        elif isinstance(event, ev.CallEnded):
+            self._ended(event.call_id, event.reason)
+        elif isinstance(event, ev.ReInvite):
+            self._reinvite(event)
+        elif isinstance(event, ev.DtmfInfo):
+            self._digit(event.call_id, event.digit, "info")
+        elif isinstance(event, ev.RegistrationChanged):
+            self._registration(event)
+        elif isinstance(event, ev.RequestRejected):
+            log.warning(
+                kv("sip.bad_message", source=f"{event.source.host}:{event.source.port}", reason=event.reason)
+            )
+        elif isinstance(event, ev.CallFailed):
+            log.info(kv("call.failed", call_id=event.call_id, status=event.status, reason=event.reason))
+
+    def _registration(self, event: ev.RegistrationChanged) -> None:
+        if event.state == "registered":
+            log.info(kv("sip.register.ok", account=event.account, expires=event.expires))
+        elif event.state == "unregistered":
+            log.info(kv("sip.register.removed", account=event.account, status=event.status or None))
+        else:
+            log.warning(
+                kv(
+                    "sip.register.failed",
+                    account=event.account,
+                    status=event.status,
+                    reason=event.reason,
+                    retry_in=event.retry_in,
+                )
+            )
+
+    def _reject(self, call_id: str, status: int, reason: str) -> None:
+        self.sip.ua.reject(call_id, status, reason, self.sip.now())
+        self.sip.kick()
+
+    def _incoming(self, event: ev.IncomingCall) -> None:
+        request = event.request
+        call_id = event.call_id
+        rt = route(request, self.config)
+        log.info(
+            kv(
+                "call.incoming",
+                call_id=call_id,
+                number=rt.number,
+                caller=rt.caller.number or rt.caller.uri,
+                caller_name=rt.caller.name or None,
+                via=rt.matched_by,
+                diversion_reason=rt.reason or None,
+                source=f"{event.source.transport}:{event.source.host}:{event.source.port}",
+            )
+        )
+        if rt.mailbox is None:
+            log.info(kv("call.rejected", call_id=call_id, status=404, reason="unknown number", number=rt.number))
+            self._reject(call_id, 404, "Not Found")
+            return
+        active = sum(1 for leg in self.legs.values() if leg.state != "ended")
+        if active >= self.config.sip.max_channels:
+            log.warning(kv("call.rejected", call_id=call_id, status=486, reason="channel limit", active=active))
+            self._reject(call_id, 486, "Busy Here")
+            return
+        if not request.body:
+            log.info(kv("call.rejected", call_id=call_id, status=488, reason="no SDP offer"))
+            self._reject(call_id, 488, "Not Acceptable Here")
+            return
+        try:
+            offer = SessionDescription.parse(request.body)
+        except SdpError as exc:
+            log.info(kv("call.rejected", call_id=call_id, status=400, reason=f"bad SDP: {exc}"))
+            self._reject(call_id, 400, "Bad SDP")
+            return
+        self._session_counter += 1
+        probe = answer_audio(
+            offer, codecs=self.config.sip.codecs, local_host=self.host, local_port=9, session_id=1
+        )
+        if probe is None:
+            log.info(kv("call.rejected", call_id=call_id, status=488, reason="no common codec"))
+            self._reject(call_id, 488, "Not Acceptable Here")
+            return
+        leg = _Leg(call_id=call_id, route=rt, offer=offer, session_id=self._session_counter, params=probe[1])
+        self.legs[call_id] = leg
+        leg.setup_task = self._loop.create_task(self._setup(leg))
+
+    async def _setup(self, leg: _Leg) -> None:
+        assert leg.params is not None
+        try:
+            leg.media = await self.media_factory(
+                leg.params,
+                lambda pcm: self._audio(leg, pcm),
+                lambda digit: self._digit(leg.call_id, digit, "rfc4733"),
+            )
+        except OSError as exc:
+            log.error(kv("call.media_failed", call_id=leg.call_id, reason=exc))
+            leg.state = "ended"
+            self.legs.pop(leg.call_id, None)
+            self._reject(leg.call_id, 503, "Service Unavailable")
+            return
+        if leg.state == "ended":  # cancelled while the socket was being opened
+            leg.media.close()
+            return
+        delay = self.config.sip.ring_delay
+        if delay > 0:
+            leg.state = "ringing"
+            self.sip.ua.ring(leg.call_id)
+            self.sip.kick()
+            await asyncio.sleep(delay)
+            if leg.state == "ended":
+                return
+        self._answer(leg)
+
+    def _answer(self, leg: _Leg) -> None:
+        assert leg.media is not None
+        result = answer_audio(
+            leg.offer,
+            codecs=self.config.sip.codecs,
+            local_host=self.host,
+            local_port=leg.media.local_port,
+            session_id=leg.session_id,
+        )
+        if result is None:  # cannot happen: the probe succeeded on the same offer
+            self._reject(leg.call_id, 488, "Not Acceptable Here")
+            return
+        answer, params = result
+        leg.params = params
+        leg.media.set_remote(params.remote_host, params.remote_port)
+        stamp = leg.started.strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{_SAFE.sub('_', leg.route.number)}-{_SAFE.sub('', leg.call_id)[:12]}.wav"
+        leg.recording = _Recording(self.recordings_dir / name)
+        leg.state = "answered"
+        leg.answered_at = self._loop.time()
+        self.sip.ua.answer(leg.call_id, answer.serialize(), self.sip.now())
+        self.sip.kick()
+        leg.media.start()
+        leg.timers.append(
+            self._loop.call_later(self.config.sip.max_call_seconds, self._max_duration, leg.call_id)
+        )
+        log.info(
+            kv(
+                "call.answered",
+                call_id=leg.call_id,
+                number=leg.route.number,
+                owner=leg.route.mailbox.owner if leg.route.mailbox else None,
+                codec=params.codec,
+                remote=f"{params.remote_host}:{params.remote_port}",
+                local_port=leg.media.local_port,
+            )
+        )
+
+    def _max_duration(self, call_id: str) -> None:
+        leg = self.legs.get(call_id)
+        if leg is None or leg.state != "answered":
+            return
+        log.info(kv("call.hangup", call_id=call_id, reason="max duration"))
+        self.sip.ua.hangup(call_id, self.sip.now())
+        self.sip.kick()
+
+    def _audio(self, leg: _Leg, pcm: np.ndarray) -> None:
+        if leg.recording is not None:
+            leg.recording.write(pcm)
+
+    def _digit(self, call_id: str, digit: str, how: str) -> None:
+        leg = self.legs.get(call_id)
+        if leg is None:
+            return
+        leg.digits.append(digit)
+        log.info(kv("call.dtmf", call_id=call_id, digit=digit, method=how))
+
+    def _reinvite(self, event: ev.ReInvite) -> None:
+        leg = self.legs.get(event.call_id)
+        now = self.sip.now()
+        if leg is None or leg.media is None:
+            self.sip.ua.answer_reinvite(event.call_id, None, now, status=488, reason="Not Acceptable Here")
+            self.sip.kick()
+            return
+        try:
+            offer = SessionDescription.parse(event.sdp)
+        except SdpError:
+            offer = None
+        result = (
+            answer_audio(
+                offer,
+                codecs=self.config.sip.codecs,
+                local_host=self.host,
+                local_port=leg.media.local_port,
+                session_id=leg.session_id,
+            )
+            if offer is not None
+            else None
+        )
+        if result is None:
+            self.sip.ua.answer_reinvite(event.call_id, None, now, status=488, reason="Not Acceptable Here")
+            self.sip.kick()
+            return
+        answer, params = result
+        leg.sdp_version += 1
+        answer.origin_version = leg.sdp_version
+        if params.remote_port and params.remote_host not in ("0.0.0.0", ""):
+            leg.media.set_remote(params.remote_host, params.remote_port)
+        leg.params = params
+        self.sip.ua.answer_reinvite(event.call_id, answer.serialize(), now)
+        self.sip.kick()
+        log.info(kv("call.reinvite", call_id=event.call_id, direction=params.direction, codec=params.codec))
+
+    def _ended(self, call_id: str, reason: str) -> None:
+        leg = self.legs.pop(call_id, None)
+        if leg is None:
+            return
+        previous = leg.state
+        leg.state = "ended"
+        for timer in leg.timers:
+            timer.cancel()
+        if leg.media is not None:
+            leg.media.close()  # flushes the last audio into the recording
+        duration = 0.0
+        if leg.answered_at is not None:
+            duration = self._loop.time() - leg.answered_at
+        fields: dict[str, Any] = {"call_id": call_id, "number": leg.route.number, "reason": reason}
+        if previous == "answered" and leg.recording is not None:
+            self._finish_recording(leg, reason, duration)
+            fields["duration"] = round(duration, 3)
+            fields["digits"] = "".join(leg.digits) or None
+            fields["recording"] = str(leg.recording.path)
+            if leg.media is not None:
+                fields.update({f"rtp_{k}": v for k, v in leg.media.stats().items()})
+        log.info(kv("call.ended", **fields))
+
+    def _finish_recording(self, leg: _Leg, reason: str, duration: float) -> None:
+        assert leg.recording is not None
+        rec = leg.recording
+        rec.close()
+        mailbox = leg.route.mailbox
+        record = {
+            "call_id": leg.call_id,
+            "number": leg.route.number,
+            "owner": mailbox.owner if mailbox else "",
+            "service": mailbox.service if mailbox else "",
+            "caller": leg.route.caller.number,
+            "caller_name": leg.route.caller.name,
+            "caller_uri": leg.route.caller.uri,
+            "matched_by": leg.route.matched_by,
+            "diversion_reason": leg.route.reason,
+            "codec": leg.params.codec if leg.params else "",
+            "digits": "".join(leg.digits),
+            "duration": round(rec.samples / 8000.0, 3),
+            "call_duration": round(duration, 3),
+            "end_reason": reason,
+            "started": leg.started.isoformat(),
+            "ended": datetime.now(UTC).isoformat(),
+            "wav": rec.path.name,
+        }
+        _write_json_atomic(rec.path.with_suffix(".json"), record)
+        log.info(kv("call.recording", call_id=leg.call_id, path=str(rec.path), seconds=record["duration"]))
+
+    # -- shutdown --------------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """BYE every call, close every recording (the UA's CallEnded may never come)."""
+        now = self.sip.now()
+        for call_id, leg in list(self.legs.items()):
+            if leg.setup_task is not None and not leg.setup_task.done():
+                leg.setup_task.cancel()
+            with contextlib.suppress(Exception):
+                self.sip.ua.hangup(call_id, now)
+            self.sip.kick()
+            self._ended(call_id, "shutdown")
