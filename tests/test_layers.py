@@ -60,7 +60,9 @@ def test_arrows(path: Path) -> None:
         target = name.split(".")[1]
         if target == pkg:
             continue
-        assert target in ALLOWED[pkg], f"{path.relative_to(ROOT)} imports {name}: {pkg} may not import {target}"
+        assert target in ALLOWED[pkg], (
+            f"{path.relative_to(ROOT)} imports {name}: {pkg} may not import {target}"
+        )
 
 
 @pytest.mark.parametrize(
@@ -82,6 +84,4 @@ def test_only_server_wires_several_services() -> None:
             continue
         services = {n for n in _imports(path) if n.startswith("ums.") and n.endswith(".service")}
         own = f"ums.{_package(path)}.service"
-        assert services <= {own}, (
-            f"{path.relative_to(ROOT)} imports services {sorted(services)}"
-        )
+        assert services <= {own}, f"{path.relative_to(ROOT)} imports services {sorted(services)}"

@@ -20,15 +20,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 __all__ = [
     "Account",
     "Config",
     "ConfigError",
     "Listen",
-    "Mailbox",
     "MailSettings",
+    "Mailbox",
     "ServerSettings",
     "SipSettings",
     "load_config",
@@ -163,35 +163,35 @@ class _Reader:
             self.fail(name, f"must be {_type_name(typ)}, got {type(value).__name__}")
         return value
 
-    def str(self, name: str, default: str = "", required: bool = False) -> str:
+    def text(self, name: str, default: str = "", required: bool = False) -> str:
         v: str = self._pop(name, str, default, required)
         if required and not v.strip():
             self.fail(name, "must not be empty")
         return v
 
-    def int(self, name: str, default: int, lo: int, hi: int) -> int:
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
         v: int = self._pop(name, int, default, False)
         if not lo <= v <= hi:
             self.fail(name, f"must be between {lo} and {hi}, got {v}")
         return v
 
-    def float(self, name: str, default: float, lo: float, hi: float) -> float:
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
         v = self._pop(name, (int, float), default, False)
         if not lo <= v <= hi:
             self.fail(name, f"must be between {lo} and {hi}, got {v}")
         return float(v)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         v: bool = self._pop(name, bool, default, False)
         return v
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.str(name, default)
+        v = self.text(name, default)
         if v not in choices:
             self.fail(name, f"must be one of {', '.join(choices)}, got {v!r}")
         return v
 
-    def list(self, name: str, default: list[Any]) -> list[Any]:
+    def items(self, name: str, default: list[Any]) -> list[Any]:
         v: list[Any] = self._pop(name, list, default, False)
         return v
 
@@ -229,7 +229,7 @@ def _read_listen(r: _Reader, items: list[Any]) -> tuple[Listen, ...]:
         if not sep or transport not in ("udp", "tcp"):
             r.fail(key, f"must start with udp: or tcp:, got {item!r}")
         host, port = _parse_hostport(r, key, rest, 5060)
-        out.append(Listen(transport, host, port))  # type: ignore[arg-type]
+        out.append(Listen(cast(Transport, transport), host, port))
     if not out:
         r.fail("listen", "must name at least one address")
     return tuple(out)
@@ -245,51 +245,51 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
 
     srv = _Reader(source, "server", top._pop("server", dict, {}, False))
     server = ServerSettings(
-        data_dir=Path(srv.str("data_dir", "var") or "var"),
+        data_dir=Path(srv.text("data_dir", "var") or "var"),
         log_level=srv.choice("log_level", "info", ("debug", "info", "warning", "error")),
-        user_agent=srv.str("user_agent", "ums/0.1"),
+        user_agent=srv.text("user_agent", "ums/0.1"),
     )
     srv.done()
 
     s = _Reader(source, "sip", top._pop("sip", dict, {}, False))
-    listen = _read_listen(s, s.list("listen", ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]))
-    codecs = tuple(s.list("codecs", ["PCMA", "PCMU"]))
+    listen = _read_listen(s, s.items("listen", ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]))
+    codecs = tuple(s.items("codecs", ["PCMA", "PCMU"]))
     for i, c in enumerate(codecs):
         if c not in ("PCMA", "PCMU"):
             s.fail(f"codecs[{i}]", f"must be PCMA or PCMU, got {c!r}")
     if not codecs:
         s.fail("codecs", "must name at least one codec")
-    rtp_min = s.int("rtp_port_min", 20000, 1024, 65534)
-    rtp_max = s.int("rtp_port_max", 29999, 1025, 65535)
+    rtp_min = s.integer("rtp_port_min", 20000, 1024, 65534)
+    rtp_max = s.integer("rtp_port_max", 29999, 1025, 65535)
     if rtp_max <= rtp_min + 1:
         s.fail("rtp_port_max", "must be above rtp_port_min + 1")
     sip = SipSettings(
         listen=listen,
-        public_host=s.str("public_host", ""),
-        ring_delay=s.float("ring_delay", 0.0, 0.0, 60.0),
-        max_channels=s.int("max_channels", 60, 1, 100_000),
+        public_host=s.text("public_host", ""),
+        ring_delay=s.number("ring_delay", 0.0, 0.0, 60.0),
+        max_channels=s.integer("max_channels", 60, 1, 100_000),
         rtp_port_min=rtp_min,
         rtp_port_max=rtp_max,
         codecs=codecs,
-        accept_direct=s.bool("accept_direct", True),
-        max_call_seconds=s.float("max_call_seconds", 3600.0, 1.0, 86400.0),
+        accept_direct=s.flag("accept_direct", True),
+        max_call_seconds=s.number("max_call_seconds", 3600.0, 1.0, 86400.0),
     )
     s.done()
 
     accounts: list[Account] = []
     names: set[str] = set()
-    for i, item in enumerate(top.list("accounts", [])):
+    for i, item in enumerate(top.items("accounts", [])):
         a = _Reader(source, f"accounts[{i}]", item)
-        name = a.str("name", required=True)
+        name = a.text("name", required=True)
         if name in names:
             a.fail("name", f"duplicate account name {name!r}")
         names.add(name)
-        registrar = a.str("registrar", required=True)
-        aor = a.str("aor", required=True)
+        registrar = a.text("registrar", required=True)
+        aor = a.text("aor", required=True)
         for key, val in (("registrar", registrar), ("aor", aor)):
             if not _looks_like_sip_uri(val):
                 a.fail(key, f"must be a sip: URI, got {val!r}")
-        proxy = a.str("proxy", "")
+        proxy = a.text("proxy", "")
         if proxy and not _looks_like_sip_uri(proxy):
             a.fail("proxy", f"must be a sip: URI, got {proxy!r}")
         accounts.append(
@@ -297,52 +297,52 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
                 name=name,
                 registrar=registrar,
                 aor=aor,
-                auth_user=a.str("auth_user", ""),
-                password=a.str("password", ""),
-                expires=a.int("expires", 600, 30, 86400),
-                transport=a.choice("transport", "udp", ("udp", "tcp")),  # type: ignore[arg-type]
+                auth_user=a.text("auth_user", ""),
+                password=a.text("password", ""),
+                expires=a.integer("expires", 600, 30, 86400),
+                transport=cast(Transport, a.choice("transport", "udp", ("udp", "tcp"))),
                 proxy=proxy,
-                register=a.bool("register", True),
+                register=a.flag("register", True),
             )
         )
         a.done()
 
     mailboxes: list[Mailbox] = []
     numbers: set[str] = set()
-    for i, item in enumerate(top.list("mailboxes", [])):
+    for i, item in enumerate(top.items("mailboxes", [])):
         m = _Reader(source, f"mailboxes[{i}]", item)
-        number = m.str("number", required=True)
+        number = m.text("number", required=True)
         if not all(ch.isdigit() or ch in "+*#" for ch in number):
             m.fail("number", f"must be digits (optionally +, *, #), got {number!r}")
         if number in numbers:
             m.fail("number", f"duplicate mailbox number {number!r}")
         numbers.add(number)
-        owner = m.str("owner", required=True)
+        owner = m.text("owner", required=True)
         if "@" not in owner:
             m.fail("owner", f"must be an e-mail address, got {owner!r}")
         mailboxes.append(
             Mailbox(
                 number=number,
                 owner=owner,
-                service=m.choice("service", "voice", ("voice", "fax", "both")),  # type: ignore[arg-type]
-                name=m.str("name", ""),
+                service=cast(Service, m.choice("service", "voice", ("voice", "fax", "both"))),
+                name=m.text("name", ""),
             )
         )
         m.done()
 
     ml = _Reader(source, "mail", top._pop("mail", dict, {}, False))
-    smarthost = ml.str("smarthost", "")
+    smarthost = ml.text("smarthost", "")
     if smarthost:
         _parse_hostport(ml, "smarthost", smarthost, 25)
-    listen_smtp = ml.str("listen", "")
+    listen_smtp = ml.text("listen", "")
     if listen_smtp:
         _parse_hostport(ml, "listen", listen_smtp, 25)
     mail = MailSettings(
-        sender=ml.str("from", "ums@localhost"),
+        sender=ml.text("from", "ums@localhost"),
         smarthost=smarthost,
-        starttls=ml.bool("starttls", False),
-        username=ml.str("username", ""),
-        password=ml.str("password", ""),
+        starttls=ml.flag("starttls", False),
+        username=ml.text("username", ""),
+        password=ml.text("password", ""),
         listen=listen_smtp,
     )
     ml.done()

@@ -56,7 +56,6 @@ class Server:
         )
         self.sip: SipService | None = None
         self.calls: CallManager | None = None
-        self._next_rtp_port = sip_cfg.rtp_port_min
 
     async def _open_media(
         self,
@@ -74,11 +73,9 @@ class Server:
             local_host=rtp_host,
             port_min=sip_cfg.rtp_port_min,
             port_max=sip_cfg.rtp_port_max,
-            first_port=self._next_rtp_port,
         )
-        endpoint = await RtpEndpoint.open(settings, on_audio=on_audio, on_digit=on_digit)
-        nxt = endpoint.local_port + 2
-        self._next_rtp_port = nxt if nxt < sip_cfg.rtp_port_max else sip_cfg.rtp_port_min
+        endpoint = RtpEndpoint(settings, on_audio=on_audio, on_digit=on_digit)
+        await endpoint.open()
         return endpoint
 
     async def start(self) -> None:

@@ -66,7 +66,10 @@ def test_accounts_parse() -> None:
         ({"sip": {"codecs": ["G729"]}}, "t.toml: sip.codecs[0]: must be PCMA or PCMU"),
         ({"sip": {"ring_delay": "2"}}, "t.toml: sip.ring_delay: must be"),
         ({"sip": {"lisen": []}}, "t.toml: sip.lisen: unknown key"),
-        ({"accounts": [{"name": "a", "registrar": "pbx", "aor": "sip:a@b"}]}, "accounts[0].registrar: must be a sip: URI"),
+        (
+            {"accounts": [{"name": "a", "registrar": "pbx", "aor": "sip:a@b"}]},
+            "accounts[0].registrar: must be a sip: URI",
+        ),
         ({"accounts": [{"registrar": "sip:x", "aor": "sip:a@b"}]}, "t.toml: accounts[0].name: is required"),
         (
             {"accounts": [{"name": "a", "registrar": "sip:x", "aor": "sip:a@x", "transport": "tls"}]},
@@ -77,12 +80,18 @@ def test_accounts_parse() -> None:
             "accounts[0].expires: must be an integer, not a boolean",
         ),
         ({"mailboxes": [{"number": "1x", "owner": "a@b"}]}, "mailboxes[0].number: must be digits"),
-        ({"mailboxes": [{"number": "1", "owner": "nobody"}]}, "mailboxes[0].owner: must be an e-mail address"),
+        (
+            {"mailboxes": [{"number": "1", "owner": "nobody"}]},
+            "mailboxes[0].owner: must be an e-mail address",
+        ),
         (
             {"mailboxes": [{"number": "1", "owner": "a@b"}, {"number": "1", "owner": "c@d"}]},
             "mailboxes[1].number: duplicate mailbox number",
         ),
-        ({"mailboxes": [{"number": "1", "owner": "a@b", "service": "sms"}]}, "mailboxes[0].service: must be one of"),
+        (
+            {"mailboxes": [{"number": "1", "owner": "a@b", "service": "sms"}]},
+            "mailboxes[0].service: must be one of",
+        ),
         ({"mail": {"smarthost": "mail:xx"}}, "t.toml: mail.smarthost: bad port"),
         ({"extra": 1}, "t.toml: extra: unknown key"),
     ],
@@ -104,7 +113,10 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "ums", "check-config", str(EXAMPLE)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "ums", "check-config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "ok (0 accounts, 3 mailboxes" in ok.stdout

@@ -50,19 +50,18 @@ __all__ = ["CallManager", "MediaEndpoint", "MediaFactory"]
 log = logging.getLogger("ums.calls")
 
 
-class MediaEndpoint(Protocol):
-    """What a call leg needs from an RTP endpoint."""
+class MediaStats(Protocol):
+    def log_fields(self) -> dict[str, int | float]: ...
 
-    @property
-    def local_port(self) -> int: ...
+
+class MediaEndpoint(Protocol):
+    """What a call leg needs from an RTP endpoint (opened and bound by the factory)."""
+
+    local_port: int
 
     def set_remote(self, host: str, port: int) -> None: ...
 
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> Awaitable[MediaStats]: ...
 
 
 class MediaFactory(Protocol):
@@ -80,7 +79,7 @@ class _Recording:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "wb")
         self._wav = wave.open(self._file, "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
@@ -150,6 +149,7 @@ class CallManager:
         self.recordings_dir = config.server.data_dir / "recordings"
         self._loop = asyncio.get_running_loop()
         self._session_counter = int(datetime.now(UTC).timestamp())
+        self._finishing: set[asyncio.Task[None]] = set()
 
     # -- SIP events ------------------------------------------------------------------------------
     def on_sip_event(self, event: ev.Event) -> None:
@@ -209,12 +209,16 @@ class CallManager:
             )
         )
         if rt.mailbox is None:
-            log.info(kv("call.rejected", call_id=call_id, status=404, reason="unknown number", number=rt.number))
+            log.info(
+                kv("call.rejected", call_id=call_id, status=404, reason="unknown number", number=rt.number)
+            )
             self._reject(call_id, 404, "Not Found")
             return
         active = sum(1 for leg in self.legs.values() if leg.state != "ended")
         if active >= self.config.sip.max_channels:
-            log.warning(kv("call.rejected", call_id=call_id, status=486, reason="channel limit", active=active))
+            log.warning(
+                kv("call.rejected", call_id=call_id, status=486, reason="channel limit", active=active)
+            )
             self._reject(call_id, 486, "Busy Here")
             return
         if not request.body:
@@ -254,7 +258,7 @@ class CallManager:
             self._reject(leg.call_id, 503, "Service Unavailable")
             return
         if leg.state == "ended":  # cancelled while the socket was being opened
-            leg.media.close()
+            await leg.media.close()
             return
         delay = self.config.sip.ring_delay
         if delay > 0:
@@ -288,7 +292,6 @@ class CallManager:
         leg.answered_at = self._loop.time()
         self.sip.ua.answer(leg.call_id, answer.serialize(), self.sip.now())
         self.sip.kick()
-        leg.media.start()
         leg.timers.append(
             self._loop.call_later(self.config.sip.max_call_seconds, self._max_duration, leg.call_id)
         )
@@ -334,6 +337,7 @@ class CallManager:
             offer = SessionDescription.parse(event.sdp)
         except SdpError:
             offer = None
+        leg.sdp_version += 1
         result = (
             answer_audio(
                 offer,
@@ -341,6 +345,7 @@ class CallManager:
                 local_host=self.host,
                 local_port=leg.media.local_port,
                 session_id=leg.session_id,
+                version=leg.sdp_version,
             )
             if offer is not None
             else None
@@ -350,8 +355,6 @@ class CallManager:
             self.sip.kick()
             return
         answer, params = result
-        leg.sdp_version += 1
-        answer.origin_version = leg.sdp_version
         if params.remote_port and params.remote_host not in ("0.0.0.0", ""):
             leg.media.set_remote(params.remote_host, params.remote_port)
         leg.params = params
@@ -367,19 +370,23 @@ class CallManager:
         leg.state = "ended"
         for timer in leg.timers:
             timer.cancel()
+        task = self._loop.create_task(self._finish(leg, previous, reason))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, leg: _Leg, previous: str, reason: str) -> None:
+        """Close the media (which flushes the last audio), then make the recording durable."""
+        duration = 0.0 if leg.answered_at is None else self._loop.time() - leg.answered_at
+        stats: dict[str, int | float] = {}
         if leg.media is not None:
-            leg.media.close()  # flushes the last audio into the recording
-        duration = 0.0
-        if leg.answered_at is not None:
-            duration = self._loop.time() - leg.answered_at
-        fields: dict[str, Any] = {"call_id": call_id, "number": leg.route.number, "reason": reason}
+            stats = (await leg.media.close()).log_fields()
+        fields: dict[str, Any] = {"call_id": leg.call_id, "number": leg.route.number, "reason": reason}
         if previous == "answered" and leg.recording is not None:
             self._finish_recording(leg, reason, duration)
             fields["duration"] = round(duration, 3)
             fields["digits"] = "".join(leg.digits) or None
             fields["recording"] = str(leg.recording.path)
-            if leg.media is not None:
-                fields.update({f"rtp_{k}": v for k, v in leg.media.stats().items()})
+        fields.update(stats)
         log.info(kv("call.ended", **fields))
 
     def _finish_recording(self, leg: _Leg, reason: str, duration: float) -> None:
@@ -420,3 +427,5 @@ class CallManager:
                 self.sip.ua.hangup(call_id, now)
             self.sip.kick()
             self._ended(call_id, "shutdown")
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
