@@ -84,8 +84,17 @@ _SPECIAL_CASE = {
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 # Request-Line = Method SP Request-URI SP SIP-Version CRLF
 _REQUEST_LINE_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) (SIP/\d+\.\d+)$")
-# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
-_STATUS_LINE_RE = re.compile(r"^(SIP/\d+\.\d+) (\d{3})(?: (.*))?$")
+# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF  (ASCII digits only: str regexes'
+# \d would also take other scripts' digits)
+_STATUS_LINE_RE = re.compile(r"^(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?$")
+# Request-URI = SIP-URI / SIPS-URI / absoluteURI ; absoluteURI starts with scheme ":"
+# (scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )), which also rules out "<sip:...>"
+_URI_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*:")
+# 1*DIGIT fields (Content-Length, CSeq number); more than 10 digits is out of range anyway
+_DIGITS_RE = re.compile(r"[0-9]{1,10}")
+_QUOTED_PAIR_RE = re.compile(r"\\[\x00-\x09\x0b\x0c\x0e-\x7f]")
+# RFC 3261 §7.3.1: only headers whose grammar is a comma list may appear more than once
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length")
 
 
 class SipParseError(ValueError):
@@ -97,14 +106,27 @@ class SipParseError(ValueError):
         self.status_hint = status_hint
 
 
+_CANONICAL_CACHE: dict[str, str] = {}
+
+
 def canonical_name(name: str) -> str:
     """Canonical long form of a header name: ``v`` -> ``Via``, ``call-id`` -> ``Call-ID``."""
+    cached = _CANONICAL_CACHE.get(name)
+    if cached is not None:
+        return cached
     low = name.strip().lower()
     if len(low) == 1 and low in COMPACT_FORMS:
-        return COMPACT_FORMS[low]
-    if low in _SPECIAL_CASE:
-        return _SPECIAL_CASE[low]
-    return "-".join(part[:1].upper() + part[1:] for part in low.split("-"))
+        canon = COMPACT_FORMS[low]
+    elif low in _SPECIAL_CASE:
+        canon = _SPECIAL_CASE[low]
+    else:
+        canon = "-".join(part[:1].upper() + part[1:] for part in low.split("-"))
+    if len(_CANONICAL_CACHE) < 4096:
+        _CANONICAL_CACHE[name] = canon
+    return canon
+
+
+_SPLIT_SPECIALS = re.compile(r'[",<>\\]')
 
 
 def split_header_values(value: str) -> list[str]:
@@ -113,17 +135,25 @@ def split_header_values(value: str) -> list[str]:
     >>> split_header_values('<sip:a@b;lr>, "x, y" <sip:c@d>')
     ['<sip:a@b;lr>', '"x, y" <sip:c@d>']
     """
+    if "," not in value:
+        part = value.strip()
+        return [part] if part else []
+    if '"' not in value and "<" not in value:
+        return [p for p in (p.strip() for p in value.split(",")) if p]
     out: list[str] = []
     depth_angle = 0
     in_quote = False
-    escaped = False
+    escaped_at = -1
     start = 0
-    for i, ch in enumerate(value):
+    # walk the delimiters only; a backslash inside quotes escapes the character after it
+    for m in _SPLIT_SPECIALS.finditer(value):
+        i = m.start()
+        ch = value[i]
         if in_quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
+            if i == escaped_at:
+                continue
+            if ch == "\\":
+                escaped_at = i + 1
             elif ch == '"':
                 in_quote = False
             continue
@@ -295,7 +325,7 @@ class SipMessage:
         if raw is None:
             raise SipParseError("missing CSeq")
         parts = raw.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN_RE.match(parts[1]):
+        if len(parts) != 2 or not _DIGITS_RE.fullmatch(parts[0]) or not _TOKEN_RE.match(parts[1]):
             raise SipParseError(f"malformed CSeq: {raw!r}")
         num = int(parts[0])
         if num >= 2**31:
@@ -350,6 +380,8 @@ class Response(SipMessage):
 
 
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+# raw header name (as written before the colon) -> canonical name, for names already validated
+_HEADER_NAME_CACHE: dict[str, str] = {}
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -383,9 +415,13 @@ def parse_message(data: bytes) -> Request | Response:
             head = head_b.decode("latin-1")
         except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes anything
             raise SipParseError("undecodable header") from exc
-    raw_lines = head.replace("\r\n", "\n").split("\n")
-    if any("\r" in ln or "\x00" in ln for ln in raw_lines):
-        raise SipParseError("stray CR or NUL in header")
+    head = head.replace("\r\n", "\n")
+    if "\r" in head:
+        raise SipParseError("stray CR in header")
+    # RFC 3261 §25.1: quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F) is the only place for a NUL
+    if "\x00" in head and "\x00" in _QUOTED_PAIR_RE.sub("", head):
+        raise SipParseError("NUL in header")
+    raw_lines = head.split("\n")
     start = raw_lines[0].strip()
     # RFC 3261 §7.3.1: a line beginning with whitespace continues the previous header (LWS folding).
     folded: list[str] = []
@@ -396,13 +432,19 @@ def parse_message(data: bytes) -> Request | Response:
             folded.append(ln)
     if len(folded) > MAX_HEADERS:
         raise SipParseError("too many headers", 400)
-    headers = Headers()
+    items: list[tuple[str, str]] = []
     for ln in folded:
         name, colon, value = ln.partition(":")
-        name = name.strip()
-        if not colon or not name or not _TOKEN_RE.match(name):
-            raise SipParseError(f"malformed header line: {ln[:60]!r}")
-        headers.add(name, value.strip())
+        canon = _HEADER_NAME_CACHE.get(name) if colon else None
+        if canon is None:
+            stripped = name.strip()
+            if not colon or not stripped or not _TOKEN_RE.match(stripped):
+                raise SipParseError(f"malformed header line: {ln[:60]!r}")
+            canon = canonical_name(stripped)
+            if len(_HEADER_NAME_CACHE) < 4096:
+                _HEADER_NAME_CACHE[name] = canon
+        items.append((canon, value.strip()))
+    headers = Headers(items)
 
     msg: Request | Response
     m = _REQUEST_LINE_RE.match(start)
@@ -410,8 +452,8 @@ def parse_message(data: bytes) -> Request | Response:
         method, uri, version = m.groups()
         if version != "SIP/2.0":
             raise SipParseError(f"unsupported version {version}", 505)
-        if ":" not in uri:
-            raise SipParseError(f"malformed Request-URI {uri!r}")
+        if not _URI_SCHEME_RE.match(uri):
+            raise SipParseError(f"malformed Request-URI {uri[:60]!r}")
         msg = Request(headers=headers, method=method.upper(), uri=uri, version=version)
     else:
         m2 = _STATUS_LINE_RE.match(start)
@@ -425,8 +467,14 @@ def parse_message(data: bytes) -> Request | Response:
             raise SipParseError(f"status code out of range: {status}")
         msg = Response(headers=headers, status=status, reason=reason or "", version=version)
 
+    seen: set[str] = set()
+    for name, value in headers._items:
+        if name in _SINGLE:
+            if name in seen or (name in ("From", "To") and len(split_header_values(value)) > 1):
+                raise SipParseError(f"more than one {name}")
+        seen.add(name)
     for name in _MANDATORY:
-        if name not in headers:
+        if name not in seen:
             raise SipParseError(f"missing {name}")
     if not msg.vias:
         raise SipParseError("empty Via")
@@ -435,14 +483,18 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError("CSeq method does not match request method")
     clen = headers.get("Content-Length")
     if clen is not None:
-        if not clen.strip().isdigit():
-            raise SipParseError(f"malformed Content-Length: {clen!r}")
+        if not _DIGITS_RE.fullmatch(clen.strip()):
+            raise SipParseError(f"malformed Content-Length: {clen[:20]!r}")
         n = int(clen)
         if n > len(body):
             raise SipParseError("body shorter than Content-Length")
         body = body[:n]  # RFC 3261 §18.3: extra octets after the body are discarded on UDP
     msg.body = body
     return msg
+
+
+# Content-Length (or compact "l") at the start of a head line; lines end in CRLF or LF
+_FRAMER_CLEN_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$")
 
 
 class StreamFramer:
@@ -462,19 +514,29 @@ class StreamFramer:
         out: list[bytes] = []
         while True:
             # keep-alive CRLFs (RFC 5626 §3.5.1) between messages
-            while self._buf[:2] == b"\r\n":
-                del self._buf[:2]
-            end = self._buf.find(b"\r\n\r\n")
+            while True:
+                if self._buf[:2] == b"\r\n":
+                    del self._buf[:2]
+                elif self._buf[:1] == b"\n":
+                    del self._buf[:1]
+                else:
+                    break
+            end, sep_len = self._buf.find(b"\r\n\r\n"), 4
+            lf_end = self._buf.find(b"\n\n")  # LF-only heads, as parse_message accepts them
+            if lf_end >= 0 and (end < 0 or lf_end < end):
+                end, sep_len = lf_end, 2
             if end < 0:
                 if len(self._buf) > self._max:
                     raise SipParseError("header too large", 413)
                 return out
             head = bytes(self._buf[:end])
-            m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
+            m = _FRAMER_CLEN_RE.search(head)
             if m is None:
                 raise SipParseError("missing Content-Length on a stream transport")
+            if len(m.group(1)) > 10:
+                raise SipParseError("message too large", 413)
             length = int(m.group(1))
-            total = end + 4 + length
+            total = end + sep_len + length
             if total > self._max:
                 raise SipParseError("message too large", 413)
             if len(self._buf) < total:

@@ -1,0 +1,225 @@
+"""RtpEndpoint: pacing schedule (fake clock), receive routing and latching, live loopback exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from ums.media import g711
+from ums.media.dtmf import dtmf_packets
+from ums.media.rtp import RtpPacket
+from ums.media.service import RtpEndpoint, RtpSettings, TxSchedule
+
+PEER = ("192.0.2.10", 30000)
+
+
+# -- schedule math (fake clock) ----------------------------------------------------------------
+
+
+def test_schedule_does_not_drift_with_late_wakeups() -> None:
+    start, interval = 1000.0, 0.02
+    sched = TxSchedule(start, interval, max_late_ticks=3)
+    rng = random.Random(99)
+    now = start
+    ran = 0
+    while now < start + 600.0:  # ten minutes of 20 ms ticks
+        run, skipped = sched.due(now)
+        assert skipped == 0
+        ran += run
+        # the loop wakes up 0-15 ms after the requested time
+        now = sched.next_time + rng.uniform(0.0, 0.015)
+    assert ran == sched.tick == 30_000
+    assert sched.next_time == pytest.approx(start + 30_000 * interval, abs=1e-9)
+
+
+def test_schedule_catches_up_small_delays_and_skips_large_ones() -> None:
+    sched = TxSchedule(0.0, 0.02, max_late_ticks=3)
+    assert sched.due(-0.001) == (0, 0)
+    assert sched.due(0.0) == (1, 0)
+    assert sched.due(0.01) == (0, 0)
+    assert sched.due(0.061) == (3, 0)  # ticks 1, 2, 3 due: sent back to back
+    assert sched.next_time == pytest.approx(0.08)
+    assert sched.due(0.301) == (1, 11)  # 12 ticks overdue: send the latest, skip 11
+    assert sched.skipped == 11
+    assert sched.next_time == pytest.approx(0.32)
+    assert sched.next_time > 0.301
+
+
+# -- receive path without sockets ----------------------------------------------------------------
+
+
+def audio_packets(
+    n: int, ssrc: int = 77, seq0: int = 10, ts0: int = 0
+) -> tuple[list[bytes], npt.NDArray[np.int16]]:
+    rng = np.random.default_rng(ssrc)
+    pcm = (rng.standard_normal(160 * n) * 2000).astype(np.int16)
+    payload = g711.encode("PCMA", pcm)
+    pkts = [
+        RtpPacket(8, seq0 + i, ts0 + 160 * i, ssrc, i == 0, payload[160 * i : 160 * (i + 1)]).serialize()
+        for i in range(n)
+    ]
+    return pkts, g711.decode("PCMA", payload)
+
+
+def test_receive_routes_audio_digits_and_ignores_rtcp_and_junk() -> None:
+    audio: list[npt.NDArray[np.int16]] = []
+    digits: list[str] = []
+    clock = [0.0]
+    ep = RtpEndpoint(
+        RtpSettings(codec="PCMA"), on_audio=audio.append, on_digit=digits.append, clock=lambda: clock[0]
+    )
+    pkts, expected = audio_packets(10)
+    events = [p.serialize() for p in dtmf_packets("4", ssrc=77, sequence=20, timestamp=1600)]
+    rr = struct.pack("!BBHI", 0x81, 201, 7, 77) + bytes(24)
+    for i, data in enumerate([*pkts[:5], rr, b"\x00junk", *events, *pkts[5:]]):
+        clock[0] = 0.02 * i
+        ep.receive_datagram(data, PEER)
+    assert digits == ["4"]
+    asyncio.run(ep.close())  # flushes the jitter buffer
+    np.testing.assert_array_equal(np.concatenate(audio), expected)
+    st = ep.stats
+    assert (st.rtcp_in, st.malformed, st.digits_in, st.packets_in) == (1, 1, 1, 17)
+    assert ep.remote == PEER  # latched
+
+
+def test_symmetric_rtp_latches_to_first_source() -> None:
+    ep = RtpEndpoint(RtpSettings(codec="PCMA"), clock=lambda: 0.0)
+    ep.set_remote("198.51.100.1", 4000)  # what the SDP said
+    assert ep.remote == ("198.51.100.1", 4000)
+    pkts, _ = audio_packets(6)
+    nat = ("203.0.113.5", 61000)
+    ep.receive_datagram(pkts[0], nat)
+    assert ep.remote == nat
+    intruder, _ = audio_packets(1, ssrc=999)
+    ep.receive_datagram(intruder[0], ("203.0.113.99", 5000))
+    assert ep.remote == nat and ep.stats.foreign == 1
+    ep.receive_datagram(pkts[1], ("203.0.113.5", 61002))  # same SSRC, new NAT binding
+    assert ep.remote == ("203.0.113.5", 61002)
+    unknown_pt = RtpPacket(18, 1, 0, 77, False, b"\x00" * 10).serialize()
+    ep.receive_datagram(unknown_pt, nat)
+    assert ep.stats.foreign == 2
+    ep.set_remote("0.0.0.0", 4000)  # hold: but the latched address still wins
+    assert ep.remote == ("203.0.113.5", 61002)
+
+
+# -- live loopback -------------------------------------------------------------------------------
+
+
+def test_two_endpoints_exchange_one_second_of_audio() -> None:
+    rng = np.random.default_rng(2024)
+    t = np.arange(8000) / 8000
+    sent = (6000 * np.sin(2 * np.pi * 440 * t) + 3000 * np.sin(2 * np.pi * 1230 * t + 1)).astype(np.int16)
+    sent = sent + (rng.standard_normal(8000) * 500).astype(np.int16)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pos = 0
+        sent_all = loop.create_future()
+        got_digit = loop.create_future()
+        a_heard = loop.create_future()
+        received: list[npt.NDArray[np.int16]] = []
+        digits: list[str] = []
+
+        def source(n: int) -> npt.NDArray[np.int16] | None:
+            nonlocal pos
+            if pos >= len(sent):
+                if not sent_all.done():
+                    sent_all.set_result(None)
+                return None
+            block: npt.NDArray[np.int16] = sent[pos : pos + n]
+            pos += n
+            return block
+
+        def on_digit(d: str) -> None:
+            digits.append(d)
+            if not got_digit.done():
+                got_digit.set_result(None)
+
+        def a_audio(pcm: npt.NDArray[np.int16]) -> None:
+            if not a_heard.done():
+                a_heard.set_result(None)
+
+        settings = RtpSettings(codec="PCMU", local_host="127.0.0.1", port_min=41000, port_max=41999)
+        a = RtpEndpoint(settings, source=source, on_audio=a_audio, rng=random.Random(1))
+        b = RtpEndpoint(settings, on_audio=received.append, on_digit=on_digit, rng=random.Random(2))
+        port_a = await a.open()
+        port_b = await b.open()
+        assert port_a % 2 == 0 and port_b % 2 == 0 and port_a != port_b
+        a.set_remote("127.0.0.1", port_b)  # b has no SDP address: it latches onto a
+        await asyncio.wait_for(sent_all, 10)
+        a.send_digit("7")
+        await asyncio.wait_for(got_digit, 5)
+        await asyncio.wait_for(a_heard, 5)  # b answered to the latched address
+        assert b.remote == ("127.0.0.1", port_a)
+        sa = await a.close()
+        for _ in range(20):  # let b read what is still queued on its socket
+            await asyncio.sleep(0)
+        sb = await b.close()
+
+        assert digits == ["7"]
+        assert sa.packets_out >= 51 and sa.digits_out == 1
+        assert sb.packets_in == sa.packets_out
+        assert sb.lost == 0 and sb.late == 0 and sb.duplicates == 0
+        assert sa.packets_in > 0
+        rx = np.concatenate(received)
+        assert len(rx) >= len(sent)
+        ref = sent.astype(float)
+        corr = np.corrcoef(rx[: len(sent)].astype(float), ref)[0, 1]
+        assert corr >= 0.99
+        np.testing.assert_array_equal(rx[: len(sent)], g711.decode("PCMU", g711.encode("PCMU", sent)))
+
+    asyncio.run(main())
+
+
+def test_inband_digits_without_telephone_event() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        digits: list[str] = []
+
+        def on_digit(d: str) -> None:
+            digits.append(d)
+            if len(digits) == 2 and not got.done():
+                got.set_result(None)
+
+        settings = RtpSettings(
+            codec="PCMA", telephone_event_pt=None, local_host="127.0.0.1", port_min=42000, port_max=42999
+        )
+        a = RtpEndpoint(settings, rng=random.Random(3))
+        b = RtpEndpoint(settings, on_digit=on_digit, rng=random.Random(4))
+        await a.open()
+        port_b = await b.open()
+        a.set_remote("127.0.0.1", port_b)
+        a.send_digit("3")
+        a.send_digit("#")
+        await asyncio.wait_for(got, 5)
+        await a.close()
+        await b.close()
+        assert digits == ["3", "#"]
+
+    asyncio.run(main())
+
+
+def test_bind_skips_ports_in_use() -> None:
+    async def main() -> None:
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            blocker.bind(("127.0.0.1", 43000))
+            ep = RtpEndpoint(
+                RtpSettings(local_host="127.0.0.1", port_min=43000, port_max=43003), rng=random.Random(0)
+            )
+            assert await ep.open() == 43002
+            other = RtpEndpoint(RtpSettings(local_host="127.0.0.1", port_min=43000, port_max=43003))
+            with pytest.raises(OSError):
+                await other.open()
+            await ep.close()
+        finally:
+            blocker.close()
+
+    asyncio.run(main())

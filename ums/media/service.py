@@ -1,0 +1,475 @@
+"""The RTP I/O shell: one UDP socket per call leg, paced sending, symmetric RTP.
+
+What it does
+------------
+``RtpEndpoint`` binds an even UDP port from a range, receives RTP, and sends one packet every
+``ptime`` milliseconds:
+
+* receive: parse -> audio payload type into a ``JitterBuffer`` -> decoded int16 PCM to
+  ``on_audio(pcm)`` in timestamp order; telephone-event payload type -> ``DtmfReceiver`` ->
+  ``on_digit(digit)``; RTCP (also multiplexed on the RTP port, RFC 5761) is recognised and ignored;
+* send: each tick pulls ``ptime * 8`` samples from ``source(n)`` (``None`` -> encoded silence),
+  encodes them with the negotiated G.711 codec and sends them; ``send_digit(digit)`` replaces the
+  audio of the next ticks with RFC 4733 event packets (or with in-band DTMF tones when no
+  telephone-event payload type was negotiated);
+* symmetric RTP (RFC 4961): the remote address is latched to the source of the first valid packet
+  (expected payload type), so peers behind NAT are reached where they really send from;
+* ``close()`` flushes the jitter buffer to ``on_audio`` (the tail of a recording is kept) and
+  closes the socket. ``stats`` gives counters for the end-of-call log line.
+
+How it works
+------------
+All protocol work is done by the pure modules (``rtp``, ``g711``, ``jitter``, ``dtmf``, ``tones``);
+this module only moves datagrams and keeps time. Sending is paced from a monotonic schedule,
+``TxSchedule``: tick k is due at ``start + k * ptime``, so timing errors never accumulate; when the
+event loop falls more than ``max_late_ticks`` behind, the missed ticks are skipped (the RTP
+timestamp still advances over them) instead of being sent in a burst. The clock is ``loop.time()``
+unless one is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import g711
+from .dtmf import DtmfReceiver, TelephoneEvent, dtmf_events
+from .jitter import Frame, JitterBuffer
+from .rtp import ReceiverStats, RtpError, RtpPacket, RtpStreamTx, is_rtcp, parse_rtcp
+from .tones import DtmfDetector, dtmf_freqs, tone
+
+__all__ = ["EndpointStats", "RtpEndpoint", "RtpSettings", "TxSchedule"]
+
+log = logging.getLogger("ums.media")
+
+Pcm = npt.NDArray[np.int16]
+Source = Callable[[int], npt.NDArray[np.int16] | None]
+Address = tuple[str, int]
+
+#: RFC 3551 §4.5.14: G.711 is sampled at 8000 Hz.
+RATE = 8000
+#: Pause sent between queued digits (ITU-T Q.24: at least 40 ms between key presses).
+DIGIT_GAP_MS = 60
+#: In-band DTMF level per tone when no telephone-event payload type was negotiated.
+INBAND_LEVEL_DBM0 = -10.0
+
+
+@dataclass(frozen=True)
+class RtpSettings:
+    """What the SDP negotiation decided, and where to bind."""
+
+    codec: str = "PCMA"
+    payload_type: int | None = None  # None: the static type of ``codec`` (RFC 3551: PCMU 0, PCMA 8)
+    telephone_event_pt: int | None = 101
+    ptime: int = 20  # ms
+    local_host: str = "0.0.0.0"
+    port_min: int = 20000
+    port_max: int = 29999
+    jitter_target_ms: int = 60
+    max_late_ticks: int = 3
+    inband_dtmf: bool | None = None  # detect DTMF in the audio; None: only without telephone-event
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """Counters of one endpoint (snapshot)."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    expected: int = 0
+    lost: int = 0
+    jitter_ms: float = 0.0
+    late: int = 0
+    duplicates: int = 0
+    filled_ms: float = 0.0
+    malformed: int = 0
+    rtcp_in: int = 0
+    foreign: int = 0
+    digits_in: int = 0
+    digits_out: int = 0
+    skipped_ticks: int = 0
+
+    def log_fields(self) -> dict[str, int | float]:
+        return {
+            "rtp_in": self.packets_in,
+            "rtp_out": self.packets_out,
+            "lost": self.lost,
+            "jitter_ms": round(self.jitter_ms, 1),
+            "late": self.late,
+            "filled_ms": round(self.filled_ms, 1),
+        }
+
+
+class TxSchedule:
+    """Tick k is due at ``start + k * interval``; computed, never accumulated.
+
+    ``due(now)`` returns ``(run, skipped)``: the ticks to run now and, when more than
+    ``max_late_ticks`` were overdue, how many were skipped (only the latest overdue tick runs).
+    """
+
+    def __init__(self, start: float, interval: float, max_late_ticks: int = 3) -> None:
+        if interval <= 0 or max_late_ticks < 1:
+            raise ValueError("interval must be positive and max_late_ticks at least 1")
+        self.start = start
+        self.interval = interval
+        self.max_late_ticks = max_late_ticks
+        self.tick = 0  # index of the next tick
+        self.skipped = 0
+
+    @property
+    def next_time(self) -> float:
+        return self.start + self.tick * self.interval
+
+    def due(self, now: float) -> tuple[int, int]:
+        if now < self.next_time:
+            return 0, 0
+        # Ticks 0..last are due; a 1e-9 guard keeps float rounding from missing a tick due exactly now.
+        last = math.floor((now - self.start) / self.interval + 1e-9)
+        run = max(1, last - self.tick + 1)
+        skipped = 0
+        if run > self.max_late_ticks:
+            skipped = run - 1
+            run = 1
+        self.tick += run + skipped
+        self.skipped += skipped
+        return run, skipped
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: RtpEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._endpoint.receive_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer is not (yet) listening. Not fatal.
+        log.debug("event=rtp.socket_error error=%s", exc)
+
+
+class RtpEndpoint:
+    """The RTP side of one call leg: ``open()``, ``set_remote()`` from the SDP, ``close()`` at the end.
+
+    Parameters
+    ----------
+    settings : codec, payload types, ptime, bind address and port range.
+    on_audio : called with each block of received, decoded int16 PCM, in order, gaps filled.
+    on_digit : called with each received DTMF key.
+    source : ``source(n) -> int16 array | None``, audio to send; None (or no source) sends silence.
+    rng : randomness for the port choice, SSRC, initial sequence number and timestamp.
+    clock : monotonic seconds for pacing; default ``loop.time``.
+    """
+
+    def __init__(
+        self,
+        settings: RtpSettings | None = None,
+        *,
+        on_audio: Callable[[Pcm], None] | None = None,
+        on_digit: Callable[[str], None] | None = None,
+        source: Source | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = s = settings if settings is not None else RtpSettings()
+        self.codec = s.codec.upper()
+        pt = s.payload_type
+        self.payload_type = pt if pt is not None else g711.payload_type_for(self.codec)
+        self.telephone_event_pt = s.telephone_event_pt
+        if s.ptime <= 0 or (s.ptime * RATE) % 1000:
+            raise ValueError(f"ptime {s.ptime} ms is not a whole number of samples")
+        self.frame_samples = s.ptime * RATE // 1000
+        self.on_audio = on_audio
+        self.on_digit = on_digit
+        self.source = source
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._stream = RtpStreamTx(None, self.payload_type, rng=self._rng)
+        self._jitter = JitterBuffer(
+            self.frame_samples,
+            decode=partial(g711.decode, self.codec),
+            payload_type=self.payload_type,
+            target_ms=s.jitter_target_ms,
+        )
+        self._dtmf_rx = DtmfReceiver()
+        inband = s.inband_dtmf if s.inband_dtmf is not None else s.telephone_event_pt is None
+        self._inband_rx = DtmfDetector(RATE) if inband else None
+        self._rx_stats: dict[int, ReceiverStats] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sdp_remote: Address | None = None
+        self._latched: Address | None = None
+        self._latched_ssrc: int | None = None
+        self._closed = False
+        self.local_port = 0
+        # outgoing digits
+        self._digits: deque[tuple[str, int]] = deque()
+        self._event: list[TelephoneEvent] = []
+        self._event_ts = 0
+        self._event_index = 0
+        self._gap_ticks = 0
+        self._inband_tx: deque[Pcm] = deque()
+        # counters
+        self._packets_in = 0
+        self._malformed = 0
+        self._rtcp_in = 0
+        self._foreign = 0
+        self._digits_in = 0
+        self._digits_out = 0
+        self._skipped_ticks = 0
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def open(self) -> int:
+        """Bind an even port in ``[port_min, port_max]`` and start the send/playout ticks."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        first = s.port_min + (s.port_min & 1)
+        evens = list(range(first, s.port_max + 1, 2))
+        if not evens:
+            raise ValueError(f"no even port in {s.port_min}-{s.port_max}")
+        offset = self._rng.randrange(len(evens))
+        last_error: OSError | None = None
+        for i in range(len(evens)):
+            port = evens[(offset + i) % len(evens)]
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=(s.local_host, port)
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+                last_error = exc
+                continue
+            self._transport = transport
+            self.local_port = port
+            break
+        else:
+            raise OSError(errno.EADDRINUSE, f"no free RTP port in {s.port_min}-{s.port_max}") from last_error
+        self._task = loop.create_task(self._run())
+        log.debug("event=rtp.open port=%d codec=%s pt=%d", self.local_port, self.codec, self.payload_type)
+        return self.local_port
+
+    def set_remote(self, host: str, port: int) -> None:
+        """Where to send, from the SDP (``c=`` and ``m=``); 0.0.0.0 or port 0 means do not send."""
+        if port == 0 or host in ("0.0.0.0", "::", ""):
+            self._sdp_remote = None
+        else:
+            self._sdp_remote = (host, port)
+
+    @property
+    def remote(self) -> Address | None:
+        """The address packets go to: the latched source if any, else the SDP address."""
+        return self._latched if self._latched is not None else self._sdp_remote
+
+    def send_digit(self, digit: str, duration_ms: int = 100) -> None:
+        """Queue a DTMF key: RFC 4733 events if negotiated, in-band tones otherwise."""
+        dtmf_freqs(digit)  # validates the key
+        self._digits.append((digit.upper(), duration_ms))
+
+    async def close(self) -> EndpointStats:
+        """Stop sending, deliver the audio still buffered, close the socket; returns the stats."""
+        if self._closed:
+            return self.stats
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._deliver(self._jitter.flush())
+        if self._transport is not None:
+            self._transport.close()
+        st = self.stats
+        log.info(
+            "event=rtp.closed port=%d %s",
+            self.local_port,
+            " ".join(f"{k}={v}" for k, v in st.log_fields().items()),
+        )
+        return st
+
+    @property
+    def stats(self) -> EndpointStats:
+        sources = list(self._rx_stats.values())
+        main = max(sources, key=lambda r: r.total_received, default=None)
+        return EndpointStats(
+            packets_in=self._packets_in,
+            packets_out=self._stream.packets_sent,
+            expected=sum(r.expected for r in sources),
+            lost=sum(r.lost for r in sources),
+            jitter_ms=main.jitter_ms if main is not None else 0.0,
+            late=self._jitter.late,
+            duplicates=self._jitter.duplicates,
+            filled_ms=1000.0 * self._jitter.filled_samples / RATE,
+            malformed=self._malformed,
+            rtcp_in=self._rtcp_in,
+            foreign=self._foreign,
+            digits_in=self._digits_in,
+            digits_out=self._digits_out,
+            skipped_ticks=self._skipped_ticks,
+        )
+
+    # -- receive -----------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address) -> None:
+        """Handle one datagram from ``addr`` (called by the socket protocol)."""
+        if self._closed:
+            return
+        now = self._now()
+        if is_rtcp(data):
+            self._rtcp_in += 1
+            try:
+                parse_rtcp(data)
+            except RtpError:
+                self._malformed += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self._malformed += 1
+            return
+        pt = packet.payload_type
+        if pt != self.payload_type and pt != self.telephone_event_pt:
+            self._foreign += 1  # comfort noise, unnegotiated codecs, ...
+            return
+        if not self._accept_source(packet, addr):
+            self._foreign += 1
+            return
+        self._packets_in += 1
+        stats = self._rx_stats.get(packet.ssrc)
+        if stats is None:
+            stats = self._rx_stats[packet.ssrc] = ReceiverStats(RATE)
+        stats.update(packet, now, timing=pt == self.payload_type)
+        if pt == self.telephone_event_pt:
+            for digit in self._dtmf_rx.feed(packet):
+                self._digit_received(digit)
+        else:
+            self._jitter.push(packet, now)
+            self._deliver(self._jitter.pop_ready(now))
+
+    def _accept_source(self, packet: RtpPacket, addr: Address) -> bool:
+        if self._latched is None or addr == self._latched:
+            if self._latched is None:
+                if addr != self._sdp_remote:
+                    log.info("event=rtp.latched port=%d remote=%s:%d", self.local_port, addr[0], addr[1])
+                self._latched = addr
+                self._latched_ssrc = packet.ssrc
+            return True
+        if packet.ssrc == self._latched_ssrc:  # same stream from a new address: NAT rebinding
+            log.info("event=rtp.relatched port=%d remote=%s:%d", self.local_port, addr[0], addr[1])
+            self._latched = addr
+            return True
+        return False
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if self._inband_rx is not None:
+                for digit in self._inband_rx.process(frame.pcm):
+                    self._digit_received(digit)
+            if self.on_audio is not None:
+                try:
+                    self.on_audio(frame.pcm)
+                except Exception:
+                    log.exception("event=rtp.on_audio_failed port=%d", self.local_port)
+
+    def _digit_received(self, digit: str) -> None:
+        self._digits_in += 1
+        if self.on_digit is not None:
+            try:
+                self.on_digit(digit)
+            except Exception:
+                log.exception("event=rtp.on_digit_failed port=%d", self.local_port)
+
+    # -- send --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        schedule = TxSchedule(self._now(), self.settings.ptime / 1000.0, self.settings.max_late_ticks)
+        while True:
+            run, skipped = schedule.due(self._now())
+            if skipped:
+                self._skipped_ticks += skipped
+                self._stream.skip(skipped * self.frame_samples)
+            for _ in range(run):
+                self._tick(self._now())
+            await asyncio.sleep(max(0.0, schedule.next_time - self._now()))
+
+    def _pull(self, n: int) -> Pcm | None:
+        if self.source is None:
+            return None
+        try:
+            block = self.source(n)
+        except Exception:
+            log.exception("event=rtp.source_failed port=%d", self.local_port)
+            return None
+        if block is None:
+            return None
+        pcm = np.asarray(block).reshape(-1)
+        if pcm.dtype != np.int16:
+            pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
+        if len(pcm) != n:
+            pcm = np.concatenate([pcm[:n], np.zeros(max(0, n - len(pcm)), dtype=np.int16)])
+        return pcm
+
+    def _tick(self, now: float) -> None:
+        """One ptime: release received audio, send one packet."""
+        self._deliver(self._jitter.pop_ready(now))
+        dest = self.remote
+        if dest is None or self._transport is None:
+            return
+        n = self.frame_samples
+        pcm = self._pull(n)
+        if not self._event and not self._inband_tx and self._digits and self._gap_ticks == 0:
+            self._start_digit()
+        if self._event:
+            ev = self._event[self._event_index]
+            assert self.telephone_event_pt is not None
+            packet = self._stream.packet(
+                ev.serialize(),
+                n,
+                marker=self._event_index == 0,
+                payload_type=self.telephone_event_pt,
+                timestamp=self._event_ts,
+            )
+            self._event_index += 1
+            if self._event_index == len(self._event):
+                self._event = []
+                self._stream.mark_next()
+                self._gap_ticks = math.ceil(DIGIT_GAP_MS / self.settings.ptime)
+        else:
+            if self._inband_tx:
+                pcm = self._inband_tx.popleft()
+            elif self._gap_ticks:
+                self._gap_ticks -= 1
+            payload = g711.encode(self.codec, pcm) if pcm is not None else g711.silence(self.codec, n)
+            packet = self._stream.packet(payload, n)
+        self._transport.sendto(packet.serialize(), dest)
+
+    def _start_digit(self) -> None:
+        digit, duration_ms = self._digits.popleft()
+        self._digits_out += 1
+        if self.telephone_event_pt is not None:
+            self._event = dtmf_events(digit, duration_ms, ptime=self.settings.ptime, rate=RATE)
+            self._event_ts = self._stream.timestamp
+            self._event_index = 0
+            return
+        n = self.frame_samples
+        tone_pcm, _ = tone(dtmf_freqs(digit), duration_ms / 1000.0, INBAND_LEVEL_DBM0, RATE)
+        total = math.ceil((len(tone_pcm) + DIGIT_GAP_MS * RATE // 1000) / n) * n
+        padded = np.zeros(total, dtype=np.int16)
+        padded[: len(tone_pcm)] = tone_pcm
+        self._inband_tx.extend(padded.reshape(-1, n))
