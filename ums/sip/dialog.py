@@ -6,7 +6,8 @@ What it does
 local and remote URI, remote target, route set, local and remote CSeq and the secure flag.
 :meth:`Dialog.as_uac` and :meth:`Dialog.as_uas` build it from the dialog-creating exchange,
 :meth:`Dialog.create_request` builds BYE / re-INVITE / ACK-for-2xx / INFO ... requests and
-:meth:`Dialog.next_hop` says where they go.
+:meth:`Dialog.next_hop` says where they go.  :func:`out_of_dialog_request` builds a request
+outside any dialog (MESSAGE, an unsolicited NOTIFY, an initial SUBSCRIBE).
 
 How it works
 ------------
@@ -29,7 +30,7 @@ from ums.sip.events import Addr
 from ums.sip.message import Headers, Request, Response, SipMessage, SipParseError
 from ums.sip.uri import NameAddr, SipUri
 
-__all__ = ["DEFAULT_SIP_PORT", "Dialog", "uri_to_addr"]
+__all__ = ["DEFAULT_SIP_PORT", "Dialog", "out_of_dialog_request", "uri_to_addr"]
 
 #: RFC 3261 §19.1.2: "the default port value is transport and scheme dependent ... 5060 for UDP,
 #: TCP, and SCTP, and 5061 for TLS."
@@ -46,6 +47,41 @@ def uri_to_addr(uri: SipUri, default_transport: str = "udp") -> Addr:
         transport = default_transport
     host = uri.param("maddr") or uri.host
     return Addr(transport, host, uri.port or DEFAULT_SIP_PORT)
+
+
+def out_of_dialog_request(
+    method: str,
+    target: SipUri,
+    *,
+    from_: NameAddr,
+    from_tag: str,
+    to: NameAddr | None = None,
+    call_id: str,
+    cseq: int = 1,
+    body: bytes = b"",
+    content_type: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Request:
+    """A request outside a dialog (RFC 3261 §8.1.1), without Via (the user agent adds it).
+
+    ``to`` defaults to the target URI; RFC 3261 §8.1.1.3 wants a From tag and no To tag, so a
+    ``tag`` parameter on ``to`` is dropped.  ``content_type`` is required with a body.
+    """
+    if body and not content_type:
+        raise ValueError("a body needs a content_type")
+    ruri = target.without_headers()
+    to_na = (to if to is not None else NameAddr(ruri)).with_param("tag", None)
+    h = Headers()
+    h.add("Max-Forwards", "70")
+    h.add("From", str(from_.with_param("tag", from_tag)))
+    h.add("To", str(to_na))
+    h.add("Call-ID", call_id)
+    h.add("CSeq", f"{cseq} {method}")
+    for name, value in headers:
+        h.add(name, value)
+    if body and content_type:
+        h.add("Content-Type", content_type)
+    return Request(headers=h, body=body, method=method, uri=str(ruri))
 
 
 def _contact_uri(msg: SipMessage) -> SipUri | None:

@@ -6,8 +6,9 @@ Defines :class:`Addr` (transport + host + port, the unit the I/O shell sends to 
 from) and the frozen event dataclasses that :meth:`ums.sip.ua.UserAgent.events` returns:
 call control (:class:`IncomingCall`, :class:`CallProgress`, :class:`CallAnswered`,
 :class:`CallEstablished`, :class:`CallFailed`, :class:`CallEnded`, :class:`ReInvite`,
-:class:`DtmfInfo`), registration (:class:`RegistrationChanged`) and protocol complaints for the
-log (:class:`RequestRejected`).
+:class:`DtmfInfo`), registration (:class:`RegistrationChanged`), protocol complaints for the
+log (:class:`RequestRejected`) and the generic request plumbing used by SUBSCRIBE / NOTIFY /
+MESSAGE users (:class:`RequestReceived`, :class:`ResponseReceived`, :class:`RequestFailed`).
 
 How it works
 ------------
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ums.sip.message import Request
+from ums.sip.message import Request, Response
 
 __all__ = [
     "CALL_END_REASONS",
@@ -36,7 +37,10 @@ __all__ = [
     "IncomingCall",
     "ReInvite",
     "RegistrationChanged",
+    "RequestFailed",
+    "RequestReceived",
     "RequestRejected",
+    "ResponseReceived",
 ]
 
 #: Why a call ended (``CallEnded.reason``).
@@ -183,3 +187,42 @@ class RequestRejected(Event):
 
     source: Addr
     reason: str
+
+
+@dataclass(frozen=True)
+class RequestReceived(Event):
+    """A request of a method the application registered with ``UserAgent.accept_methods``.
+
+    The application answers it with ``UserAgent.respond(handle, ...)``; the user agent answers
+    500 itself if it does not within ``APP_ANSWER_TIMEOUT``.  In-dialog requests (To tag set)
+    are delivered as they are: the dialogs of these methods belong to the application.
+    """
+
+    handle: str
+    request: Request
+    source: Addr
+
+
+@dataclass(frozen=True)
+class ResponseReceived(Event):
+    """The final response to a request sent with ``UserAgent.send_request`` (after digest retries)."""
+
+    handle: str
+    response: Response
+
+    def __post_init__(self) -> None:
+        if self.response.status < 200:
+            raise ValueError(f"ResponseReceived needs a final response, got {self.response.status}")
+
+
+@dataclass(frozen=True)
+class RequestFailed(Event):
+    """A request sent with ``UserAgent.send_request`` got no response (408: Timer F expired)."""
+
+    handle: str
+    status: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not 300 <= self.status <= 699:
+            raise ValueError(f"RequestFailed status must be 3xx-6xx, got {self.status}")

@@ -423,28 +423,18 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError("NUL in header")
     raw_lines = head.split("\n")
     start = raw_lines[0].strip()
-    # RFC 3261 §7.3.1: a line beginning with whitespace continues the previous header (LWS folding).
-    folded: list[str] = []
-    for ln in raw_lines[1:]:
-        if ln[:1] in (" ", "\t") and folded:
-            folded[-1] += " " + ln.strip()
-        elif ln.strip():
-            folded.append(ln)
+    if "\n " in head or "\n\t" in head:
+        # RFC 3261 §7.3.1: a line beginning with whitespace continues the previous header (LWS folding)
+        folded: list[str] = []
+        for ln in raw_lines[1:]:
+            if ln[:1] in (" ", "\t") and folded:
+                folded[-1] += " " + ln.strip()
+            elif ln.strip():
+                folded.append(ln)
+    else:
+        folded = [ln for ln in raw_lines[1:] if ln.strip()]
     if len(folded) > MAX_HEADERS:
         raise SipParseError("too many headers", 400)
-    items: list[tuple[str, str]] = []
-    for ln in folded:
-        name, colon, value = ln.partition(":")
-        canon = _HEADER_NAME_CACHE.get(name) if colon else None
-        if canon is None:
-            stripped = name.strip()
-            if not colon or not stripped or not _TOKEN_RE.match(stripped):
-                raise SipParseError(f"malformed header line: {ln[:60]!r}")
-            canon = canonical_name(stripped)
-            if len(_HEADER_NAME_CACHE) < 4096:
-                _HEADER_NAME_CACHE[name] = canon
-        items.append((canon, value.strip()))
-    headers = Headers(items)
 
     msg: Request | Response
     m = _REQUEST_LINE_RE.match(start)
@@ -454,7 +444,7 @@ def parse_message(data: bytes) -> Request | Response:
             raise SipParseError(f"unsupported version {version}", 505)
         if not _URI_SCHEME_RE.match(uri):
             raise SipParseError(f"malformed Request-URI {uri[:60]!r}")
-        msg = Request(headers=headers, method=method.upper(), uri=uri, version=version)
+        msg = Request(method=method.upper(), uri=uri, version=version)
     else:
         m2 = _STATUS_LINE_RE.match(start)
         if not m2:
@@ -465,25 +455,42 @@ def parse_message(data: bytes) -> Request | Response:
         status = int(code)
         if not 100 <= status <= 699:
             raise SipParseError(f"status code out of range: {status}")
-        msg = Response(headers=headers, status=status, reason=reason or "", version=version)
+        msg = Response(status=status, reason=reason or "", version=version)
 
+    items: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for name, value in headers._items:
-        if name in _SINGLE:
-            if name in seen or (name in ("From", "To") and len(split_header_values(value)) > 1):
-                raise SipParseError(f"more than one {name}")
-        seen.add(name)
+    for ln in folded:
+        name, colon, value = ln.partition(":")
+        canon = _HEADER_NAME_CACHE.get(name) if colon else None
+        if canon is None:
+            stripped = name.strip()
+            if not colon or not stripped or not _TOKEN_RE.match(stripped):
+                raise SipParseError(f"malformed header line: {ln[:60]!r}")
+            canon = canonical_name(stripped)
+            if len(_HEADER_NAME_CACHE) < 4096:
+                _HEADER_NAME_CACHE[name] = canon
+        value = value.strip()
+        if canon in _SINGLE and (
+            canon in seen or (canon in ("From", "To") and len(split_header_values(value)) > 1)
+        ):
+            raise SipParseError(f"more than one {canon}")
+        if canon == "Via" and not split_header_values(value):
+            raise SipParseError("empty Via")  # Via = ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)
+        seen.add(canon)
+        items.append((canon, value))
     for name in _MANDATORY:
         if name not in seen:
             raise SipParseError(f"missing {name}")
+    msg.headers = headers = Headers(items)
     if not msg.vias:
         raise SipParseError("empty Via")
     _num, cseq_method = msg.cseq
     if isinstance(msg, Request) and cseq_method != msg.method:
         raise SipParseError("CSeq method does not match request method")
-    clen = headers.get("Content-Length")
+    clen = headers.get_raw("Content-Length")
     if clen is not None:
-        if not _DIGITS_RE.fullmatch(clen.strip()):
+        clen = clen.strip()
+        if not _DIGITS_RE.fullmatch(clen):
             raise SipParseError(f"malformed Content-Length: {clen[:20]!r}")
         n = int(clen)
         if n > len(body):

@@ -33,6 +33,17 @@ unanswered INVITE (after the first provisional response, §9.1) or 480 for an un
 call, and reports ``CallEnded(reason="local-bye")`` at once in each case; ``reject`` reports
 nothing (the application knows).
 
+Generic requests: methods the application registers with :meth:`UserAgent.accept_methods`
+(SUBSCRIBE, NOTIFY, MESSAGE, PUBLISH ...) are handed up as ``RequestReceived`` with a handle,
+in or out of a dialog, instead of being answered 405/501; the application answers through
+:meth:`UserAgent.respond` (the server transaction absorbs retransmissions and repeats the
+response), or the user agent answers 500 after :data:`APP_ANSWER_TIMEOUT`.  The dialogs of these
+methods (subscriptions) belong to the application; the user agent does no dialog matching for
+them.  :meth:`UserAgent.send_request` runs any non-INVITE request through a client transaction
+(Timers E/F), answers 401/407 with digest credentials when an account is named, and reports the
+final response as ``ResponseReceived`` or the timeout as ``RequestFailed``.  Without
+``accept_methods`` nothing of this changes what the user agent does.
+
 All timers of transactions, calls and registrations sit in one heap keyed by deadline, so
 ``advance`` and ``next_deadline`` stay cheap with thousands of transactions alive.  Every
 Call-ID, tag, branch and cnonce comes from the injected :class:`random.Random`.
@@ -45,7 +56,7 @@ import heapq
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -63,7 +74,10 @@ from ums.sip.events import (
     Event,
     IncomingCall,
     ReInvite,
+    RequestFailed,
+    RequestReceived,
     RequestRejected,
+    ResponseReceived,
 )
 from ums.sip.message import (
     Headers,
@@ -86,7 +100,7 @@ from ums.sip.transaction import (
 )
 from ums.sip.uri import NameAddr, SipUri, Via, new_branch, new_call_id, new_tag
 
-__all__ = ["ALLOW", "REINVITE_TIMEOUT", "Addr", "UaSettings", "UserAgent"]
+__all__ = ["ALLOW", "APP_ANSWER_TIMEOUT", "REINVITE_TIMEOUT", "Addr", "UaSettings", "UserAgent"]
 
 log = logging.getLogger("ums.sip")
 
@@ -100,6 +114,15 @@ KNOWN_UNSUPPORTED = frozenset(
 ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
 #: Seconds the application has to answer a re-INVITE before we answer 500 ourselves.
 REINVITE_TIMEOUT = 8.0
+#: Seconds the application has to answer a ``RequestReceived`` before we answer 500 ourselves
+#: (well inside the client's 64*T1 = 32 s Timer F, RFC 3261 §17.1.2.2).
+APP_ANSWER_TIMEOUT = 8.0
+#: Methods the user agent always handles itself (or that belong to its INVITE dialogs), so
+#: ``accept_methods`` refuses them.
+_NOT_DELEGABLE = frozenset(ALLOW) | {"PRACK", "UPDATE"}
+#: Requests whose 2xx creates a dialog or refreshes its target and so carries a Contact
+#: (RFC 6665 §4.2.1.1 for SUBSCRIBE, RFC 3515 §2.4.1 for REFER).
+_CONTACT_IN_2XX = frozenset({"SUBSCRIBE", "REFER"})
 #: RFC 2976 INFO DTMF bodies: ``Signal=5`` (application/dtmf-relay) or ``5`` (application/dtmf);
 #: events 10/11 are * and # (RFC 4733 numbering), 12-15 A-D.
 _DTMF_CODES = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
@@ -166,7 +189,31 @@ class _Call:
         return min(times) if times else None
 
 
-_Timed = ClientTransaction | ServerTransaction | _Call | Registration
+@dataclass
+class _AppRequest:
+    """A request handed to the application, waiting for ``respond``."""
+
+    handle: str
+    tx: ServerTransaction
+    deadline: float | None
+    to_tag: str | None = None
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+
+@dataclass
+class _OutRequest:
+    """A request from ``send_request``: the transaction now carrying it and its digest state."""
+
+    handle: str
+    request: Request
+    dest: Addr
+    auth: ClientAuth | None
+    ctx: TxKey | None = None
+
+
+_Timed = ClientTransaction | ServerTransaction | _Call | Registration | _AppRequest
 
 
 def _sanitize_phrase(text: str) -> str:
@@ -208,6 +255,11 @@ class UserAgent:
         self._scheduled: dict[tuple[str, object], float] = {}
         self._seq = 0
         self._now = 0.0
+        self._accepted: frozenset[str] = frozenset()
+        self._allow_events: tuple[str, ...] = ()
+        self._app_requests: dict[str, _AppRequest] = {}
+        self._out_requests: dict[str, _OutRequest] = {}
+        self._handles = 0
         for account in settings.accounts:
             if account.register:
                 self._regs[account.name] = Registration(
@@ -402,7 +454,7 @@ class UserAgent:
         h.add("Call-ID", call_id)
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self._contact_value(dest.transport, user))
-        h.add("Allow", ", ".join(ALLOW))
+        h.add("Allow", self._allow_value())
         h.add("User-Agent", self.settings.user_agent)
         if sdp:
             h.add("Content-Type", "application/sdp")
@@ -414,6 +466,137 @@ class UserAgent:
 
     def active_calls(self) -> list[str]:
         return list(self._calls)
+
+    # ================================================================== generic requests
+    def accept_methods(self, methods: Iterable[str], allow_events: Iterable[str] = ()) -> None:
+        """Hand requests of ``methods`` to the application as ``RequestReceived``.
+
+        Replaces the previous set; an empty set restores the default (405/501).  The methods
+        show up in Allow; ``allow_events`` (event packages such as ``message-summary``) in an
+        Allow-Events header of OPTIONS answers (RFC 6665 §8.2.2).  Raises ValueError for a
+        method the user agent handles itself (INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, PRACK,
+        UPDATE).
+        """
+        wanted = frozenset(m.strip().upper() for m in methods if m.strip())
+        refused = wanted & _NOT_DELEGABLE
+        if refused:
+            raise ValueError(f"the user agent handles {', '.join(sorted(refused))} itself")
+        self._accepted = wanted
+        self._allow_events = tuple(dict.fromkeys(e.strip() for e in allow_events if e.strip()))
+
+    def respond(
+        self,
+        handle: str,
+        status: int,
+        reason: str,
+        now: float,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        to_tag: str | None = None,
+    ) -> str | None:
+        """Answer a ``RequestReceived``; returns the To tag of the response (None: unknown handle).
+
+        A request without a To tag gets ``to_tag`` (or a fresh one) on every response but 100;
+        the 2xx to a SUBSCRIBE or REFER carries our Contact (and, for one outside a dialog,
+        the Record-Route set), unless ``headers`` bring a Contact.  A provisional status keeps
+        the handle open; a final one closes it.
+        """
+        if not 100 <= status <= 699:
+            raise ValueError(f"status out of range: {status}")
+        if body and not content_type:
+            raise ValueError("a body needs a content_type")
+        app = self._app_requests.get(handle)
+        if app is None:
+            log.debug(kv("sip.respond_ignored", handle=handle))
+            return None
+        tx = app.tx
+        request = tx.request
+        try:
+            existing = NameAddr.parse(request.headers.get("To") or "").tag
+        except SipParseError:
+            existing = None
+        if app.to_tag is None:
+            app.to_tag = existing or to_tag or new_tag(self.rng)
+        tag = app.to_tag
+        wants_contact = request.method in _CONTACT_IN_2XX and 200 <= status < 300
+        resp = self._response(
+            request,
+            status,
+            _sanitize_phrase(reason),
+            to_tag=None if status == 100 else tag,
+            dialog_creating=wants_contact and existing is None,
+        )
+        extra = list(headers)
+        if any(canonical_name(name) == "Contact" for name, _ in extra):
+            resp.headers.remove("Contact")
+        elif wants_contact and "Contact" not in resp.headers:
+            resp.headers.add("Contact", self._contact_value(tx.dest.transport))
+        for name, value in extra:
+            resp.headers.add(name, value)
+        if body and content_type:
+            resp.headers.add("Content-Type", content_type)
+            resp.body = body
+        tx.respond(resp, now)
+        self._after_stx(tx)
+        if status >= 200:
+            self._app_requests.pop(handle, None)
+            self._scheduled.pop(("app", handle), None)
+        return tag
+
+    def send_request(
+        self, request: Request, dest: Addr | None, now: float, account: str | None = None
+    ) -> str:
+        """Send a non-INVITE request in a client transaction; returns its handle.
+
+        ``request`` needs From (with tag), To, Call-ID and CSeq (see
+        :func:`ums.sip.dialog.out_of_dialog_request` and :meth:`Dialog.create_request`); any Via
+        is replaced by ours, Max-Forwards and User-Agent are added when missing, Content-Length
+        is written on serialisation.  ``dest=None`` sends to the first Route, else the
+        account's outbound proxy, else the Request-URI's address; for in-dialog requests pass
+        ``dialog.next_hop()`` (it knows the TCP flow).  With ``account`` a 401/407 is answered
+        with its credentials (CSeq + 1).  Outcome: ``ResponseReceived(handle, final response)``
+        or ``RequestFailed(handle, 408, ...)``.  Raises ValueError for INVITE/ACK/CANCEL, a
+        request missing those headers, an unknown account or an unusable Request-URI.
+        """
+        if request.method in ("INVITE", "ACK", "CANCEL"):
+            raise ValueError(f"send_request does not send {request.method}")
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            if name not in request.headers:
+                raise ValueError(f"request without {name}")
+        try:
+            if request.cseq[1] != request.method:
+                raise ValueError("CSeq method does not match the request method")
+            NameAddr.parse(request.headers.get("From") or "")
+        except SipParseError as exc:
+            raise ValueError(f"unusable request: {exc}") from exc
+        acct: Account | None = None
+        if account is not None:
+            acct = next((a for a in self.settings.accounts if a.name == account), None)
+            if acct is None:
+                raise ValueError(f"unknown account {account!r}")
+        if dest is None:
+            try:
+                dest = self._request_dest(request, acct)
+            except SipParseError as exc:
+                raise ValueError(f"no destination for {request.uri!r}: {exc}") from exc
+        request.headers.remove("Via")
+        if "Max-Forwards" not in request.headers:
+            request.headers.add("Max-Forwards", "70")
+        if "User-Agent" not in request.headers:
+            request.headers.add("User-Agent", self.settings.user_agent)
+        auth: ClientAuth | None = None
+        if acct is not None:
+            auth = ClientAuth(acct.auth_user or self._aor_user(acct), acct.password, self.rng)
+        handle = self._new_handle("out")
+        out = _OutRequest(handle, request, dest, auth)
+        self._out_requests[handle] = out
+        out.ctx = self._send_client(request, dest, now, ("req", handle))
+        return handle
+
+    def local_contact(self, transport: str = "udp", user: str = "ums") -> str:
+        """Our Contact header value for ``transport`` (``<sip:user@host:port>``)."""
+        return self._contact_value(transport, user)
 
     # ================================================================== receiving
     def _receive(self, data: bytes, source: Addr, now: float) -> None:
@@ -505,11 +688,14 @@ class UserAgent:
         if method == "CANCEL":
             self._on_cancel(tx, source, now)
             return
+        if method in self._accepted:
+            self._deliver(tx, source, now)
+            return
         if method not in ALLOW and method not in KNOWN_UNSUPPORTED:
-            self._reply(tx, 501, "Not Implemented", source, now, [("Allow", ", ".join(ALLOW))])
+            self._reply(tx, 501, "Not Implemented", source, now, [("Allow", self._allow_value())])
             return
         if method in KNOWN_UNSUPPORTED:
-            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", ", ".join(ALLOW))])
+            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self._allow_value())])
             return
         max_fwd = request.headers.get("Max-Forwards")
         if max_fwd is not None and max_fwd.strip() == "0":
@@ -524,6 +710,21 @@ class UserAgent:
             self._reply(tx, 200, "OK", None, now, self._capabilities())
         else:  # BYE, INFO without a dialog
             self._reply(tx, 481, "Call/Transaction Does Not Exist", source, now)
+
+    def _deliver(self, tx: ServerTransaction, source: Addr, now: float) -> None:
+        """Hand an accepted-method request to the application (RequestReceived)."""
+        max_fwd = tx.request.headers.get("Max-Forwards")
+        if max_fwd is not None and max_fwd.strip() == "0":
+            self._reply(tx, 483, "Too Many Hops", source, now)
+            return
+        handle = self._new_handle("in")
+        self._app_requests[handle] = _AppRequest(handle, tx, now + APP_ANSWER_TIMEOUT)
+        self._sched("app", handle)
+        self._emit(RequestReceived(handle, tx.request, source))
+
+    def _new_handle(self, prefix: str) -> str:
+        self._handles += 1
+        return f"{prefix}-{self._handles}"
 
     def _on_new_invite(self, tx: ServerTransaction, from_na: NameAddr, source: Addr, now: float) -> None:
         request = tx.request
@@ -586,7 +787,7 @@ class UserAgent:
         elif method == "OPTIONS":
             self._reply(tx, 200, "OK", None, now, self._capabilities())
         else:
-            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", ", ".join(ALLOW))])
+            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self._allow_value())])
 
     def _on_reinvite(
         self, call: _Call, dialog: Dialog, tx: ServerTransaction, source: Addr, now: float
@@ -683,6 +884,32 @@ class UserAgent:
             call = self._calls.get(name)
             if call is not None and call.invite_ctx == key:
                 self._on_invite_response(call, tx, response, now)
+        elif kind == "req":
+            out = self._out_requests.get(name)
+            if out is not None and out.ctx == key and response.status >= 200:
+                self._on_request_response(out, response, now)
+
+    def _on_request_response(self, out: _OutRequest, response: Response, now: float) -> None:
+        if response.status in (401, 407) and out.auth is not None:
+            why = out.auth.on_challenge(response)
+            if why is None:
+                old = out.request
+                h = Headers()
+                for name, value in old.headers:
+                    if name in ("Via", "Authorization", "Proxy-Authorization", "CSeq"):
+                        continue
+                    h.add(name, value)
+                h.add("CSeq", f"{old.cseq[0] + 1} {old.method}")
+                for name, value in out.auth.credentials(old.method, old.uri, old.body):
+                    h.add(name, value)
+                out.request = Request(headers=h, body=old.body, method=old.method, uri=old.uri)
+                out.ctx = self._send_client(out.request, out.dest, now, ("req", out.handle))
+                return
+            log.info(kv("sip.auth_failed", handle=out.handle, method=out.request.method, reason=why))
+        elif out.auth is not None:
+            out.auth.on_success()
+        self._out_requests.pop(out.handle, None)
+        self._emit(ResponseReceived(out.handle, response))
 
     def _on_invite_response(self, call: _Call, tx: ClientTransaction, response: Response, now: float) -> None:
         status = response.status
@@ -823,6 +1050,16 @@ class UserAgent:
         request.headers.prepend("Via", self._via(dest.transport))
         self._out.append((request.serialize(), dest))
 
+    def _request_dest(self, request: Request, acct: Account | None) -> Addr:
+        """Next hop of a request from ``send_request``: first Route, outbound proxy, Request-URI."""
+        routes = request.headers.get_all_values("Route")
+        default = acct.transport if acct is not None else "udp"
+        if routes:
+            return uri_to_addr(NameAddr.parse(routes[0]).uri, default)
+        if acct is not None and acct.proxy:
+            return uri_to_addr(SipUri.parse(acct.proxy), default)
+        return uri_to_addr(SipUri.parse(request.uri), default)
+
     def _target_uri(self, target: str, acct: Account | None) -> SipUri:
         text = target.strip()
         if text.startswith("<") and text.endswith(">"):
@@ -889,6 +1126,8 @@ class UserAgent:
             return self._calls.get(cast(str, key))
         if kind == "reg":
             return self._regs.get(cast(str, key))
+        if kind == "app":
+            return self._app_requests.get(cast(str, key))
         return None
 
     def _forget(self, kind: str, key: object) -> None:
@@ -899,6 +1138,8 @@ class UserAgent:
             self._stx.pop(cast(TxKey, key), None)
         elif kind == "call":
             self._calls.pop(cast(str, key), None)
+        elif kind == "app":
+            self._app_requests.pop(cast(str, key), None)
         self._scheduled.pop((kind, key), None)
 
     def _fire(self, kind: str, key: object, now: float) -> None:
@@ -916,6 +1157,10 @@ class UserAgent:
             self._call_timers(obj, now)
         elif isinstance(obj, Registration):
             self._reg_step(obj, obj.advance(now), now)
+        elif isinstance(obj, _AppRequest):
+            if obj.deadline is not None and now >= obj.deadline:
+                log.warning(kv("sip.app_no_answer", handle=obj.handle, method=obj.tx.request.method))
+                self.respond(obj.handle, 500, "Server Internal Error", now)
 
     def _on_client_timeout(self, tx: ClientTransaction, owner: tuple[str, str], now: float) -> None:
         kind, name = owner
@@ -930,6 +1175,11 @@ class UserAgent:
                 self._drop_call(call)
                 if call.state is CallState.CALLING:
                     self._emit(CallFailed(call.call_id, 408, "Request Timeout"))
+        elif kind == "req":
+            out = self._out_requests.get(name)
+            if out is not None and out.ctx == tx.key:
+                self._out_requests.pop(name, None)
+                self._emit(RequestFailed(name, 408, "Request Timeout"))
 
     def _call_timers(self, call: _Call, now: float) -> None:
         if call.ok_give_up is not None and now >= call.ok_give_up:
@@ -1067,7 +1317,7 @@ class UserAgent:
             transport = "tcp" if (Via.parse(vias[0]).transport == "TCP") else "udp"
             h.add("Contact", self._contact_value(transport))
         if dialog_creating and 200 <= status < 300:
-            h.add("Allow", ", ".join(ALLOW))
+            h.add("Allow", self._allow_value())
         h.add("Server", self.settings.user_agent)
         resp = Response(headers=h, status=status, reason=reason)
         if body:
@@ -1076,7 +1326,13 @@ class UserAgent:
         return resp
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ", ".join(ALLOW)), ("Accept", ACCEPT), ("Supported", "")]
+        caps = [("Allow", self._allow_value()), ("Accept", ACCEPT), ("Supported", "")]
+        if self._allow_events:
+            caps.append(("Allow-Events", ", ".join(self._allow_events)))
+        return caps
+
+    def _allow_value(self) -> str:
+        return ", ".join((*ALLOW, *sorted(self._accepted)))
 
     def _stamp_via(self, top: Via, source: Addr) -> tuple[Via, Addr]:
         """Add received/rport (RFC 3261 §18.2.1, RFC 3581 §4) and work out where responses go."""

@@ -123,6 +123,10 @@ _CONTENT_LENGTHS: tuple[bytes, ...] = (
 )
 
 
+# any octet -> a printable ASCII character (for random header values)
+_PRINTABLE = bytes(32 + i % 95 for i in range(256))
+
+
 def decode_corpus_text(raw: bytes) -> bytes:
     """Corpus file bytes -> wire bytes (LF -> CRLF, ``<hex>..</hex>`` -> octets)."""
     wire = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -217,7 +221,7 @@ def _header_value(rng: random.Random, data: bytes) -> bytes:
     if rng.random() < 0.5:
         value = rng.choice(_HEADER_VALUES)
     else:
-        value = bytes(rng.randrange(32, 127) for _ in range(rng.randint(0, 40)))
+        value = rng.randbytes(rng.randint(0, 40)).translate(_PRINTABLE)
     lines[i] = name + b": " + value
     return _join(lines, rest)
 

@@ -224,6 +224,10 @@ def test_bad_start_lines(start: str) -> None:
         (b"Call-ID: opt-1@192.0.2.10", b"Call-ID: x\r\nCall-ID: y"),
         (b"To: <sip:ums@192.0.2.5>", b"To: <sip:a@b>, <sip:c@d>"),
         (b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1", b"Via: ,"),
+        (
+            b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1",
+            b"Via: ,\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK2",
+        ),
         (b"Content-Length: 0", b"Content-Length: 0\r\nl: 0"),
         (b"Content-Length: 0", b"no colon here"),
     ],
