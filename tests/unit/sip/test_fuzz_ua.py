@@ -13,7 +13,7 @@ from ums.sip.ua import UaSettings, UserAgent
 
 from .fuzzcorpus import corpus, mutated_messages
 
-COUNT = 20_000
+COUNT = 100_000
 OPTIONS = (
     b"OPTIONS sip:ums@127.0.0.1 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 192.0.2.9:5062;branch=z9hG4bKfinal\r\n"
