@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -163,30 +164,8 @@ class CallManager:
             self._reinvite(event)
         elif isinstance(event, ev.DtmfInfo):
             self._digit(event.call_id, event.digit, "info")
-        elif isinstance(event, ev.RegistrationChanged):
-            self._registration(event)
-        elif isinstance(event, ev.RequestRejected):
-            log.warning(
-                kv("sip.bad_message", source=f"{event.source.host}:{event.source.port}", reason=event.reason)
-            )
         elif isinstance(event, ev.CallFailed):
             log.info(kv("call.failed", call_id=event.call_id, status=event.status, reason=event.reason))
-
-    def _registration(self, event: ev.RegistrationChanged) -> None:
-        if event.state == "registered":
-            log.info(kv("sip.register.ok", account=event.account, expires=event.expires))
-        elif event.state == "unregistered":
-            log.info(kv("sip.register.removed", account=event.account, status=event.status or None))
-        else:
-            log.warning(
-                kv(
-                    "sip.register.failed",
-                    account=event.account,
-                    status=event.status,
-                    reason=event.reason,
-                    retry_in=event.retry_in,
-                )
-            )
 
     def _reject(self, call_id: str, status: int, reason: str) -> None:
         self.sip.ua.reject(call_id, status, reason, self.sip.now())
@@ -286,7 +265,8 @@ class CallManager:
         leg.params = params
         leg.media.set_remote(params.remote_host, params.remote_port)
         stamp = leg.started.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{_SAFE.sub('_', leg.route.number)}-{_SAFE.sub('', leg.call_id)[:12]}.wav"
+        number = _SAFE.sub("_", leg.route.number)
+        name = f"{stamp}-{number}-{secrets.token_hex(4)}-{_SAFE.sub('', leg.call_id)[:12]}.wav"
         leg.recording = _Recording(self.recordings_dir / name)
         leg.state = "answered"
         leg.answered_at = self._loop.time()
@@ -382,7 +362,8 @@ class CallManager:
             stats = (await leg.media.close()).log_fields()
         fields: dict[str, Any] = {"call_id": leg.call_id, "number": leg.route.number, "reason": reason}
         if previous == "answered" and leg.recording is not None:
-            self._finish_recording(leg, reason, duration)
+            # closing means fsync (file, sidecar, directory): keep it off the event loop
+            await asyncio.to_thread(self._finish_recording, leg, reason, duration)
             fields["duration"] = round(duration, 3)
             fields["digits"] = "".join(leg.digits) or None
             fields["recording"] = str(leg.recording.path)
