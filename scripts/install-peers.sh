@@ -7,6 +7,7 @@ declare -A need=(
   [baresip]="baresip baresip-core"
   [espeak-ng]=espeak-ng
   [sox]=sox
+  [fax2tiff]=libtiff-tools
 )
 missing=()
 for cmd in "${!need[@]}"; do
