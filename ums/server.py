@@ -23,7 +23,7 @@ import numpy as np
 from ums.calls.service import CallManager, MediaEndpoint
 from ums.config import Config
 from ums.log import kv, setup_logging
-from ums.media.service import RtpEndpoint, RtpSettings
+from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
 from ums.sip.sdp import AudioParams
 from ums.sip.service import SipService
 from ums.sip.ua import UaSettings, UserAgent
@@ -54,6 +54,8 @@ class Server:
             ),
             rng=random.Random(),
         )
+        self.media_clock = MediaClock(interval=0.02)
+        self.rtp_ports = PortPool(sip_cfg.rtp_port_min, sip_cfg.rtp_port_max)
         self.sip: SipService | None = None
         self.calls: CallManager | None = None
 
@@ -74,7 +76,13 @@ class Server:
             port_min=sip_cfg.rtp_port_min,
             port_max=sip_cfg.rtp_port_max,
         )
-        endpoint = RtpEndpoint(settings, on_audio=on_audio, on_digit=on_digit)
+        endpoint = RtpEndpoint(
+            settings,
+            on_audio=on_audio,
+            on_digit=on_digit,
+            media_clock=self.media_clock,
+            port_pool=self.rtp_ports,
+        )
         await endpoint.open()
         return endpoint
 
@@ -112,6 +120,7 @@ class Server:
         # let the BYEs and final responses leave before the sockets close
         await asyncio.sleep(0.05)
         await self.sip.close()
+        await self.media_clock.close()
         log.info(kv("server.stopped"))
 
     async def serve_forever(self) -> None:

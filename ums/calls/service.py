@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -75,22 +75,33 @@ class MediaFactory(Protocol):
 
 
 class _Recording:
-    """WAV (8 kHz mono 16-bit) written as audio arrives; synced and described when closed."""
+    """WAV (8 kHz mono 16-bit) written as audio arrives; synced and described when closed.
+
+    The file is created with the first audio, so a call that never sends any leaves
+    nothing behind (and costs no file system work).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "wb")
-        self._wav = wave.open(self._file, "wb")
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(8000)
+        self._file: BinaryIO | None = None
+        self._wav: wave.Wave_write | None = None
         self.samples = 0
         self.closed = False
+
+    @property
+    def started(self) -> bool:
+        return self._file is not None
 
     def write(self, pcm: np.ndarray) -> None:
         if self.closed or pcm.size == 0:
             return
+        if self._wav is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+            self._wav = wave.open(self._file, "wb")
+            self._wav.setnchannels(1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(8000)
         self._wav.writeframesraw(np.asarray(pcm, dtype="<i2").tobytes())
         self.samples += int(pcm.size)
 
@@ -98,6 +109,8 @@ class _Recording:
         if self.closed:
             return
         self.closed = True
+        if self._wav is None or self._file is None:
+            return
         self._wav.close()  # rewrites the header sizes
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -193,7 +206,7 @@ class CallManager:
             )
             self._reject(call_id, 404, "Not Found")
             return
-        active = sum(1 for leg in self.legs.values() if leg.state != "ended")
+        active = len(self.legs)  # ended legs leave the table at once
         if active >= self.config.sip.max_channels:
             log.warning(
                 kv("call.rejected", call_id=call_id, status=486, reason="channel limit", active=active)
@@ -361,7 +374,7 @@ class CallManager:
         if leg.media is not None:
             stats = (await leg.media.close()).log_fields()
         fields: dict[str, Any] = {"call_id": leg.call_id, "number": leg.route.number, "reason": reason}
-        if previous == "answered" and leg.recording is not None:
+        if previous == "answered" and leg.recording is not None and leg.recording.started:
             # closing means fsync (file, sidecar, directory): keep it off the event loop
             await asyncio.to_thread(self._finish_recording, leg, reason, duration)
             fields["duration"] = round(duration, 3)

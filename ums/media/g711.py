@@ -30,6 +30,8 @@ and 0 encodes to 0xFF, so ``encode(decode(0x7F)) == b"\\xff"``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -161,6 +163,7 @@ def decode(codec: str, payload: bytes) -> npt.NDArray[np.int16]:
     return table[np.frombuffer(payload, dtype=np.uint8)]
 
 
+@functools.lru_cache(maxsize=64)
 def silence(codec: str, n_samples: int) -> bytes:
     """``n_samples`` code words of a zero sample (µ-law 0xFF -> 0, A-law 0xD5 -> +8)."""
     return bytes([_SILENCE[_name(codec)]]) * n_samples

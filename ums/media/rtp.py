@@ -182,6 +182,10 @@ class RtpPacket:
         return b"".join(parts)
 
 
+#: RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
+_FIXED_HEADER = struct.Struct("!BBHII")
+
+
 class RtpStreamTx:
     """Sequence numbers, timestamps and marker bits of one outgoing RTP stream.
 
@@ -238,6 +242,23 @@ class RtpStreamTx:
         self.packets_sent += 1
         self.octets_sent += len(payload)
         return pkt
+
+    def packet_bytes(self, payload: bytes, samples: int) -> bytes:
+        """The next packet of the stream's own payload type, serialised (the per-packet fast path).
+
+        Same result as ``packet(payload, samples).serialize()`` without building the dataclass:
+        a 12-octet RFC 3550 §5.1 header (V=2, no padding, extension or CSRC) and the payload.
+        """
+        marker = self._mark_next
+        self._mark_next = False
+        header = _FIXED_HEADER.pack(
+            0x80, (0x80 if marker else 0) | self.payload_type, self.sequence, self.timestamp, self.ssrc
+        )
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return header + payload
 
     def skip(self, samples: int) -> None:
         """Advance the media clock without sending (silence); the next audio packet gets the marker."""

@@ -146,6 +146,86 @@ class TxSchedule:
         return run, skipped
 
 
+class PortPool:
+    """Even RTP ports of a range, handed out in turn; a returned port goes to the back.
+
+    The server shares one pool between all endpoints, so opening an endpoint costs one
+    ``bind`` in the common case instead of a search through ports that our own calls hold.
+    A port another process holds fails its bind, goes to the back, and the next is tried.
+    """
+
+    def __init__(self, port_min: int, port_max: int, rng: random.Random | None = None) -> None:
+        first = port_min + (port_min & 1)
+        evens = list(range(first, port_max + 1, 2))
+        if not evens:
+            raise ValueError(f"no even port in {port_min}-{port_max}")
+        offset = (rng or random.Random()).randrange(len(evens))
+        self._free: deque[int] = deque(evens[offset:] + evens[:offset])
+        self.size = len(evens)
+
+    def acquire(self) -> int | None:
+        return self._free.popleft() if self._free else None
+
+    def release(self, port: int) -> None:
+        self._free.append(port)
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+class MediaClock:
+    """One timer for many endpoints: every ``interval`` seconds each one sends what is due.
+
+    Each endpoint keeps its own :class:`TxSchedule` (so its packets stay on its own
+    ``start + k * ptime`` grid); the clock only decides when to look.  One wake-up per
+    interval serves every call, instead of one task and one sleep per call and packet.
+    """
+
+    def __init__(self, interval: float = 0.01, clock: Callable[[], float] | None = None) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self._clock = clock
+        self._endpoints: dict[int, RtpEndpoint] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def add(self, endpoint: RtpEndpoint) -> None:
+        self._endpoints[id(endpoint)] = endpoint
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def remove(self, endpoint: RtpEndpoint) -> None:
+        self._endpoints.pop(id(endpoint), None)
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    async def _run(self) -> None:
+        schedule = TxSchedule(self._now(), self.interval, max_late_ticks=1)
+        while self._endpoints:
+            now = self._now()
+            schedule.due(now)
+            for endpoint in list(self._endpoints.values()):
+                try:
+                    endpoint.on_clock(now)
+                except Exception:
+                    log.exception("event=rtp.tick_failed port=%d", endpoint.local_port)
+            await asyncio.sleep(max(0.0, schedule.next_time - self._now()))
+
+    async def close(self) -> None:
+        self._endpoints.clear()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: RtpEndpoint) -> None:
         self._endpoint = endpoint
@@ -169,6 +249,8 @@ class RtpEndpoint:
     source : ``source(n) -> int16 array | None``, audio to send; None (or no source) sends silence.
     rng : randomness for the port choice, SSRC, initial sequence number and timestamp.
     clock : monotonic seconds for pacing; default ``loop.time``.
+    media_clock : a shared :class:`MediaClock` to send from (default: a task of its own).
+    port_pool : a shared :class:`PortPool` to take the port from (default: search the range).
     """
 
     def __init__(
@@ -180,8 +262,13 @@ class RtpEndpoint:
         source: Source | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        media_clock: MediaClock | None = None,
+        port_pool: PortPool | None = None,
     ) -> None:
         self.settings = s = settings if settings is not None else RtpSettings()
+        self._media_clock = media_clock
+        self._port_pool = port_pool
+        self._schedule: TxSchedule | None = None
         self.codec = s.codec.upper()
         pt = s.payload_type
         self.payload_type = pt if pt is not None else g711.payload_type_for(self.codec)
@@ -235,33 +322,61 @@ class RtpEndpoint:
 
     async def open(self) -> int:
         """Bind an even port in ``[port_min, port_max]`` and start the send/playout ticks."""
-        s = self.settings
+        if self._port_pool is not None:
+            await self._bind_from_pool(self._port_pool)
+        else:
+            await self._bind_search()
+        if self._media_clock is not None:
+            ptime_s = self.settings.ptime / 1000.0
+            self._schedule = TxSchedule(self._now(), ptime_s, self.settings.max_late_ticks)
+            self._media_clock.add(self)
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        log.debug("event=rtp.open port=%d codec=%s pt=%d", self.local_port, self.codec, self.payload_type)
+        return self.local_port
+
+    async def _bind(self, port: int) -> bool:
+        """Bind ``port``; False when it is taken (or not ours to use)."""
         loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self.settings.local_host, port)
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            return False
+        self._transport = transport
+        self.local_port = port
+        return True
+
+    async def _bind_from_pool(self, pool: PortPool) -> None:
+        for _ in range(pool.size):
+            port = pool.acquire()
+            if port is None:
+                break
+            try:
+                bound = await self._bind(port)
+            except BaseException:
+                pool.release(port)
+                raise
+            if bound:
+                return
+            pool.release(port)
+        s = self.settings
+        raise OSError(errno.EADDRINUSE, f"no free RTP port in {s.port_min}-{s.port_max}")
+
+    async def _bind_search(self) -> None:
+        s = self.settings
         first = s.port_min + (s.port_min & 1)
         evens = list(range(first, s.port_max + 1, 2))
         if not evens:
             raise ValueError(f"no even port in {s.port_min}-{s.port_max}")
         offset = self._rng.randrange(len(evens))
-        last_error: OSError | None = None
         for i in range(len(evens)):
-            port = evens[(offset + i) % len(evens)]
-            try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(self), local_addr=(s.local_host, port)
-                )
-            except OSError as exc:
-                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                    raise
-                last_error = exc
-                continue
-            self._transport = transport
-            self.local_port = port
-            break
-        else:
-            raise OSError(errno.EADDRINUSE, f"no free RTP port in {s.port_min}-{s.port_max}") from last_error
-        self._task = loop.create_task(self._run())
-        log.debug("event=rtp.open port=%d codec=%s pt=%d", self.local_port, self.codec, self.payload_type)
-        return self.local_port
+            if await self._bind(evens[(offset + i) % len(evens)]):
+                return
+        raise OSError(errno.EADDRINUSE, f"no free RTP port in {s.port_min}-{s.port_max}")
 
     def set_remote(self, host: str, port: int) -> None:
         """Where to send, from the SDP (``c=`` and ``m=``); 0.0.0.0 or port 0 means do not send."""
@@ -285,6 +400,8 @@ class RtpEndpoint:
         if self._closed:
             return self.stats
         self._closed = True
+        if self._media_clock is not None:
+            self._media_clock.remove(self)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -295,6 +412,8 @@ class RtpEndpoint:
         self._deliver(self._jitter.flush())
         if self._transport is not None:
             self._transport.close()
+            if self._port_pool is not None:
+                self._port_pool.release(self.local_port)
         st = self.stats
         log.info(
             "event=rtp.closed port=%d %s",
@@ -398,15 +517,24 @@ class RtpEndpoint:
     # -- send --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        schedule = TxSchedule(self._now(), self.settings.ptime / 1000.0, self.settings.max_late_ticks)
+        self._schedule = schedule = TxSchedule(
+            self._now(), self.settings.ptime / 1000.0, self.settings.max_late_ticks
+        )
         while True:
-            run, skipped = schedule.due(self._now())
-            if skipped:
-                self._skipped_ticks += skipped
-                self._stream.skip(skipped * self.frame_samples)
-            for _ in range(run):
-                self._tick(self._now())
+            self.on_clock(self._now())
             await asyncio.sleep(max(0.0, schedule.next_time - self._now()))
+
+    def on_clock(self, now: float) -> None:
+        """Send the packets due at ``now`` (called by our own task or a :class:`MediaClock`)."""
+        schedule = self._schedule
+        if schedule is None or self._closed:
+            return
+        run, skipped = schedule.due(now)
+        if skipped:
+            self._skipped_ticks += skipped
+            self._stream.skip(skipped * self.frame_samples)
+        for _ in range(run):
+            self._tick(now)
 
     def _pull(self, n: int) -> Pcm | None:
         if self.source is None:
@@ -456,7 +584,8 @@ class RtpEndpoint:
             elif self._gap_ticks:
                 self._gap_ticks -= 1
             payload = g711.encode(self.codec, pcm) if pcm is not None else g711.silence(self.codec, n)
-            packet = self._stream.packet(payload, n)
+            self._transport.sendto(self._stream.packet_bytes(payload, n), dest)
+            return
         self._transport.sendto(packet.serialize(), dest)
 
     def _start_digit(self) -> None:

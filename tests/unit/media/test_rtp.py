@@ -209,3 +209,15 @@ def test_parse_compound_rtcp() -> None:
         parse_rtcp(rr + sdes[:-1])
     with pytest.raises(RtpError):
         parse_rtcp(struct.pack("!BBH", 0x82, 203, 0))  # BYE claiming 2 sources in no room
+
+
+def test_packet_bytes_equals_the_serialised_packet() -> None:
+    a = RtpStreamTx(0x1234ABCD, 8, sequence=65534, timestamp=2**32 - 100)
+    b = RtpStreamTx(0x1234ABCD, 8, sequence=65534, timestamp=2**32 - 100)
+    for i in range(4):
+        payload = bytes([i]) * 160
+        assert a.packet_bytes(payload, 160) == b.packet(payload, 160).serialize()
+    b.skip(160)
+    a.skip(160)
+    assert a.packet_bytes(b"x", 1) == b.packet(b"x", 1).serialize()  # marker after a skip
+    assert (a.sequence, a.timestamp, a.packets_sent) == (b.sequence, b.timestamp, b.packets_sent)

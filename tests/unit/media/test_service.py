@@ -14,7 +14,7 @@ import pytest
 from ums.media import g711
 from ums.media.dtmf import dtmf_packets
 from ums.media.rtp import RtpPacket
-from ums.media.service import RtpEndpoint, RtpSettings, TxSchedule
+from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings, TxSchedule
 
 PEER = ("192.0.2.10", 30000)
 
@@ -221,5 +221,76 @@ def test_bind_skips_ports_in_use() -> None:
             await ep.close()
         finally:
             blocker.close()
+
+    asyncio.run(main())
+
+
+def test_port_pool_hands_out_each_even_port_once_and_takes_them_back() -> None:
+    pool = PortPool(41001, 41020, random.Random(3))
+    got = [pool.acquire() for _ in range(pool.size)]
+    assert sorted(p for p in got if p is not None) == list(range(41002, 41021, 2))
+    assert pool.acquire() is None
+    pool.release(41010)
+    assert pool.acquire() == 41010
+    with pytest.raises(ValueError):
+        PortPool(41001, 41001)
+
+
+def test_shared_clock_and_pool_carry_audio_and_return_ports() -> None:
+    sent = (8000 * np.sin(2 * np.pi * 700 * np.arange(4000) / 8000)).astype(np.int16)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        clock = MediaClock(interval=0.01)
+        pool = PortPool(42000, 42009, random.Random(5))
+        pos = 0
+        done = loop.create_future()
+        received: list[npt.NDArray[np.int16]] = []
+
+        def source(n: int) -> npt.NDArray[np.int16] | None:
+            nonlocal pos
+            if pos >= len(sent):
+                if not done.done():
+                    done.set_result(None)
+                return None
+            block: npt.NDArray[np.int16] = sent[pos : pos + n]
+            pos += n
+            return block
+
+        settings = RtpSettings(codec="PCMA", local_host="127.0.0.1", port_min=42000, port_max=42009)
+        a = RtpEndpoint(settings, source=source, media_clock=clock, port_pool=pool)
+        b = RtpEndpoint(settings, on_audio=received.append, media_clock=clock, port_pool=pool)
+        port_a, port_b = await a.open(), await b.open()
+        assert len(clock) == 2 and len(pool) == pool.size - 2
+        a.set_remote("127.0.0.1", port_b)
+        await asyncio.wait_for(done, 10)
+        sa = await a.close()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        sb = await b.close()
+        await clock.close()
+        assert len(clock) == 0 and len(pool) == pool.size
+        assert {port_a, port_b} <= set(range(42000, 42010, 2))
+        assert sb.packets_in == sa.packets_out and sb.lost == 0
+        rx = np.concatenate(received)[: len(sent)]
+        np.testing.assert_array_equal(rx, g711.decode("PCMA", g711.encode("PCMA", sent)))
+
+    asyncio.run(main())
+
+
+def test_pool_skips_a_port_held_by_someone_else() -> None:
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
+            blocker.bind(("127.0.0.1", 42100))
+            pool = PortPool(42100, 42103, random.Random(0))
+            while pool.acquire() is not None:
+                pass
+            pool.release(42100)  # the taken port is first in line
+            pool.release(42102)
+            settings = RtpSettings(local_host="127.0.0.1", port_min=42100, port_max=42103)
+            ep = RtpEndpoint(settings, port_pool=pool)
+            assert await ep.open() == 42102
+            assert pool.acquire() == 42100  # went to the back, still available later
+            await ep.close()
 
     asyncio.run(main())
