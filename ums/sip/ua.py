@@ -121,7 +121,7 @@ APP_ANSWER_TIMEOUT = 8.0
 #: ``accept_methods`` refuses them.
 _NOT_DELEGABLE = frozenset(ALLOW) | {"PRACK", "UPDATE"}
 #: Requests whose 2xx creates a dialog or refreshes its target and so carries a Contact
-#: (RFC 6665 §4.2.1.1 for SUBSCRIBE, RFC 3515 §2.4.1 for REFER).
+#: (RFC 6665 §4.2.1.1 for SUBSCRIBE; REFER sets up a subscription the same way, RFC 3515).
 _CONTACT_IN_2XX = frozenset({"SUBSCRIBE", "REFER"})
 #: RFC 2976 INFO DTMF bodies: ``Signal=5`` (application/dtmf-relay) or ``5`` (application/dtmf);
 #: events 10/11 are * and # (RFC 4733 numbering), 12-15 A-D.
@@ -716,6 +716,10 @@ class UserAgent:
         max_fwd = tx.request.headers.get("Max-Forwards")
         if max_fwd is not None and max_fwd.strip() == "0":
             self._reply(tx, 483, "Too Many Hops", source, now)
+            return
+        require = [v.strip() for v in tx.request.headers.get_all_values("Require") if v.strip()]
+        if require:  # RFC 3261 §8.2.2.3: we support no extensions
+            self._reply(tx, 420, "Bad Extension", source, now, [("Unsupported", ", ".join(require))])
             return
         handle = self._new_handle("in")
         self._app_requests[handle] = _AppRequest(handle, tx, now + APP_ANSWER_TIMEOUT)

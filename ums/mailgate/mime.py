@@ -1,0 +1,391 @@
+"""The e-mails ums sends: voicemail, fax and SMS notifications and the admin report.
+
+What it does
+------------
+``compose(record, attachments, subject, body_lines, settings, fields=())``
+builds one RFC 5322 message as bytes, ready for SMTP or a Maildir; the
+wrappers ``compose_voicemail``, ``compose_fax`` and ``compose_sms`` fill in the
+subject and text for each kind (``Voicemail from Jane Doe (+49 89 1234567),
+0:42``), and ``compose_admin_report`` tells the admin which messages could not
+be delivered.
+
+How it works
+------------
+stdlib ``email`` with ``policy.SMTP``: every line ends in CRLF (RFC 5322 §2.1),
+long headers are folded, non-ASCII header text becomes RFC 2047 encoded words
+and non-ASCII attachment names RFC 2231 parameters (``filename*=utf-8''...``).
+Text parts are 7-bit when they can be and quoted-printable otherwise, so the
+message needs no 8BITMIME from the smarthost.  The structure is::
+
+    multipart/mixed
+      multipart/alternative
+        text/plain   (the notification)
+        text/html    (the same, as a small table, for Outlook)
+      <attachment>   (base64)
+
+(without attachments the alternative is the top level).  MIME boundaries are
+derived from the message id, so composing the same record twice gives the same
+bytes, and the Message-ID is the record's, so a retry after a crash can be
+recognised as the same mail.  ``Auto-Submitted: auto-generated`` (RFC 3834
+§5) keeps vacation responders quiet; ``X-UMS-Message-Id`` and ``X-UMS-Kind``
+let the IMAP watcher and mail filters find our messages.
+
+Pure: no I/O, no clock (the admin report takes ``now``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ums.directory.lookup import display_number
+from ums.store.models import META_COMPANY, META_CSID, META_SWITCHBOARD, MessageRecord
+
+__all__ = [
+    "Attachment",
+    "ComposeSettings",
+    "attachment_filename",
+    "caller_text",
+    "compose",
+    "compose_admin_report",
+    "compose_fax",
+    "compose_sms",
+    "compose_voicemail",
+    "format_duration",
+]
+
+#: RFC 3834 §5: "auto-generated" marks messages a program generated on its own.
+AUTO_SUBMITTED = "auto-generated"
+#: characters that do not belong in a file name on any common system, plus control characters
+_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+@dataclass(frozen=True)
+class ComposeSettings:
+    """What the outgoing mails look like (proposed keys of the ``[mail]`` section)."""
+
+    #: envelope and header sender address
+    from_addr: str = "ums@localhost"
+    #: display name in From
+    from_name: str = "Unified Messaging"
+    #: Reply-To address; empty: none
+    reply_to: str = ""
+    #: where the give-up report goes; empty: from_addr
+    admin: str = ""
+    #: IANA zone for the times written in the mails
+    timezone: str = "UTC"
+    #: add a text/html alternative
+    html: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("from_addr", "reply_to", "admin"):
+            value = getattr(self, name)
+            if value and "@" not in value:
+                raise ValueError(f"{name} must be an e-mail address, got {value!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def domain(self) -> str:
+        return self.from_addr.rpartition("@")[2] or "localhost"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    data: bytes
+    filename: str
+    #: "type/subtype", e.g. "audio/wav", "application/pdf"
+    mime: str
+
+
+def _address(addr: str, display: str = "") -> Address:
+    local, _, domain = addr.rpartition("@")
+    return Address(display_name=display, username=local, domain=domain)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42.4`` -> ``"0:42"``, ``3725`` -> ``"1:02:05"``; None -> ``""``."""
+    if seconds is None:
+        return ""
+    total = max(0, int(seconds + 0.5))
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _local_time(t: datetime, settings: ComposeSettings) -> str:
+    local = t.astimezone(settings.zone)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
+
+
+def caller_text(record: MessageRecord) -> tuple[str, str]:
+    """``(who, detail)`` for a record's caller.
+
+    ``who`` is the short form for subjects: ``"Jane Doe (+49 89 1234567)"``, ``"+49 89 1234567 (ACME)"``
+    for a company (switchboard) match, the bare number, or ``"unknown caller"``.  ``detail`` is the long
+    form for the body: ``"Jane Doe (company: ACME, switchboard +49 89 1234560)"``.
+    """
+    number = display_number(record.caller_number)
+    name = record.caller_name.strip()
+    company = str(record.meta.get(META_COMPANY, "")).strip()
+    switchboard = str(record.meta.get(META_SWITCHBOARD, "")).strip()
+    company_note = ""
+    if company:
+        company_note = f"company: {company}"
+        if switchboard:
+            company_note += f", switchboard {display_number(switchboard)}"
+    if name:
+        who = f"{name} ({number})" if number else name
+        detail = f"{name} ({company_note})" if company_note else name
+    elif company:
+        who = f"{number} ({company})" if number else company
+        detail = company_note
+    else:
+        who = number or "unknown caller"
+        detail = ""
+    return who, detail
+
+
+def attachment_filename(record: MessageRecord, ext: str, settings: ComposeSettings) -> str:
+    """``voicemail-20240101-130507-Jane Doe.wav``: kind, local time, caller name or number."""
+    label = {"voice": "voicemail", "fax": "fax", "sms": "sms"}[record.kind]
+    stamp = record.received_at.astimezone(settings.zone).strftime("%Y%m%d-%H%M%S")
+    who = record.caller_name.strip() or record.caller_number.strip()
+    who = _UNSAFE_FILENAME.sub("_", who).strip(" ._")[:60]
+    stem = f"{label}-{stamp}-{who}" if who else f"{label}-{stamp}"
+    return f"{stem}.{ext.lstrip('.')}"
+
+
+def _text_part(part: MIMEPart | EmailMessage, text: str, subtype: str, alternative: bool) -> None:
+    cte = "7bit" if text.isascii() else "quoted-printable"
+    if alternative:
+        part.add_alternative(text, subtype=subtype, charset="utf-8", cte=cte)
+    else:
+        part.set_content(text, subtype=subtype, charset="utf-8", cte=cte)
+
+
+def _render_text(body_lines: Sequence[str], fields: Sequence[tuple[str, str]]) -> str:
+    lines = list(body_lines)
+    if fields:
+        if lines:
+            lines.append("")
+        width = max(len(k) for k, _ in fields) + 2
+        lines.extend(f"{k + ':':<{width}}{v}" for k, v in fields)
+    return "\n".join(lines) + "\n"
+
+
+def _render_html(subject: str, body_lines: Sequence[str], fields: Sequence[tuple[str, str]]) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8"><title>' + html.escape(subject) + "</title></head>",
+        '<body style="font-family: Segoe UI, Arial, sans-serif; font-size: 11pt">',
+    ]
+    paragraph: list[str] = []
+    for line in [*body_lines, ""]:
+        if line.strip():
+            paragraph.append(html.escape(line))
+        elif paragraph:
+            out.append("<p>" + "<br>\n".join(paragraph) + "</p>")
+            paragraph = []
+    if fields:
+        out.append('<table cellpadding="3" style="border-collapse: collapse">')
+        for k, v in fields:
+            out.append(
+                f'<tr><td style="color: #555555; padding-right: 12px">{html.escape(k)}</td>'
+                f"<td>{html.escape(v)}</td></tr>"
+            )
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _assemble(
+    *,
+    settings: ComposeSettings,
+    to: str,
+    subject: str,
+    date: datetime,
+    message_id: str,
+    boundary_seed: str,
+    body_lines: Sequence[str],
+    fields: Sequence[tuple[str, str]],
+    attachments: Sequence[Attachment],
+    extra_headers: Sequence[tuple[str, str]],
+) -> bytes:
+    body = MIMEPart(policy=policy.SMTP)
+    _text_part(body, _render_text(body_lines, fields), "plain", alternative=False)
+    if settings.html:
+        _text_part(body, _render_html(subject, body_lines, fields), "html", alternative=True)
+    for att in attachments:
+        maintype, sep, subtype = att.mime.partition("/")
+        if not sep or not maintype or not subtype:
+            raise ValueError(f"bad MIME type {att.mime!r}")
+        body.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
+
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = _address(settings.from_addr, settings.from_name)
+    if settings.reply_to:
+        msg["Reply-To"] = _address(settings.reply_to)
+    msg["To"] = _address(to)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date.astimezone(settings.zone))
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = AUTO_SUBMITTED
+    for name, value in extra_headers:
+        msg[name] = value
+    msg["MIME-Version"] = "1.0"
+    for name, value in body.items():
+        msg[name] = value
+    msg.set_payload(body.get_payload())
+
+    seed = re.sub(r"[^0-9A-Za-z]", "", boundary_seed)[:40]
+    n = 0
+    for part in msg.walk():
+        if part.is_multipart():
+            n += 1
+            part.set_boundary(f"=_ums_{seed}_{n}")
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def compose(
+    record: MessageRecord,
+    attachments: Sequence[Attachment],
+    subject: str,
+    body_lines: Sequence[str],
+    settings: ComposeSettings,
+    fields: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """One notification mail for ``record`` to its owner.
+
+    ``body_lines`` are paragraphs of text (an empty string separates paragraphs); ``fields`` are
+    ``(label, value)`` pairs written as an aligned list (and a table in the HTML part).
+    """
+    return _assemble(
+        settings=settings,
+        to=record.owner,
+        subject=subject,
+        date=record.received_at,
+        message_id=record.message_id,
+        boundary_seed=record.id,
+        body_lines=body_lines,
+        fields=fields,
+        attachments=attachments,
+        extra_headers=(
+            ("X-UMS-Message-Id", record.id),
+            ("X-UMS-Kind", record.kind),
+            ("X-UMS-Mailbox", record.mailbox),
+        ),
+    )
+
+
+def _common_fields(record: MessageRecord, settings: ComposeSettings) -> list[tuple[str, str]]:
+    _, detail = caller_text(record)
+    fields: list[tuple[str, str]] = []
+    if detail:
+        fields.append(("Caller", detail))
+    fields.append(("Number", display_number(record.caller_number) or "unknown"))
+    fields.append(("Received", _local_time(record.received_at, settings)))
+    return fields
+
+
+def compose_voicemail(
+    record: MessageRecord, audio: bytes, audio_name: str, audio_mime: str, settings: ComposeSettings
+) -> bytes:
+    """``Voicemail from Jane Doe (+49 89 1234567), 0:42`` with the recording attached."""
+    who, _ = caller_text(record)
+    duration = format_duration(record.duration)
+    subject = f"Voicemail from {who}" + (f", {duration}" if duration else "")
+    fields = _common_fields(record, settings)
+    if duration:
+        fields.append(("Duration", duration))
+    fields.append(("Mailbox", record.mailbox))
+    lines = [f"You have a new voicemail from {who}.", "", f"The recording is attached ({audio_name})."]
+    return compose(record, [Attachment(audio, audio_name, audio_mime)], subject, lines, settings, fields)
+
+
+def compose_fax(
+    record: MessageRecord, document: bytes, document_name: str, document_mime: str, settings: ComposeSettings
+) -> bytes:
+    """``Fax from ACME (+49 89 1234567), 3 pages`` with the PDF or TIFF attached."""
+    who, _ = caller_text(record)
+    pages = record.pages
+    page_text = "" if pages is None else f"{pages} page" + ("" if pages == 1 else "s")
+    subject = f"Fax from {who}" + (f", {page_text}" if page_text else "")
+    fields = _common_fields(record, settings)
+    csid = str(record.meta.get(META_CSID, "")).strip()
+    if csid:
+        fields.append(("Station ID", csid))
+    if page_text:
+        fields.append(("Pages", str(pages)))
+    fields.append(("Mailbox", record.mailbox))
+    lines = [f"You have a new fax from {who}.", "", f"The document is attached ({document_name})."]
+    return compose(
+        record, [Attachment(document, document_name, document_mime)], subject, lines, settings, fields
+    )
+
+
+def compose_sms(record: MessageRecord, text: str, settings: ComposeSettings) -> bytes:
+    """``SMS from Jane Doe (+49 89 1234567)`` with the message text in the body."""
+    who, _ = caller_text(record)
+    fields = _common_fields(record, settings)
+    fields.append(("Mailbox", record.mailbox))
+    lines = [*text.splitlines(), "", "-- ", f"SMS from {who}."]
+    return compose(record, [], f"SMS from {who}", lines, settings, fields)
+
+
+def compose_admin_report(
+    records: Sequence[MessageRecord], settings: ComposeSettings, now: datetime, reason: str = ""
+) -> bytes:
+    """Tell the admin which messages could not be delivered (they stay in the spool)."""
+    to = settings.admin or settings.from_addr
+    n = len(records)
+    subject = f"ums: {n} message{'s' if n != 1 else ''} could not be delivered"
+    lines = [
+        f"{n} message{'s' if n != 1 else ''} could not be delivered to {'its' if n == 1 else 'their'} owner"
+        + (f" ({reason})" if reason else "")
+        + ".",
+        "The messages are kept in the spool; nothing was deleted.",
+    ]
+    for r in records:
+        who, _ = caller_text(r)
+        lines += [
+            "",
+            f"Message {r.id}",
+            f"  kind:      {r.kind}",
+            f"  mailbox:   {r.mailbox} -> {r.owner}",
+            f"  caller:    {who}",
+            f"  received:  {_local_time(r.received_at, settings)}",
+            f"  attempts:  {r.attempts}",
+            f"  last error: {r.last_error or '-'}",
+            f"  Message-ID: {r.message_id}",
+        ]
+        lines += [f"  file:      {f}" for f in r.files]
+    digest = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()[:16]
+    stamp = now.astimezone(settings.zone).strftime("%Y%m%d%H%M%S")
+    return _assemble(
+        settings=settings,
+        to=to,
+        subject=subject,
+        date=now,
+        message_id=f"<report-{stamp}-{digest}@{settings.domain}>",
+        boundary_seed=f"report{stamp}{digest}",
+        body_lines=lines,
+        fields=(),
+        attachments=(),
+        extra_headers=(("X-UMS-Kind", "report"),),
+    )
