@@ -17,6 +17,7 @@ ignored silently).  No I/O beyond reading the one file.
 from __future__ import annotations
 
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ __all__ = [
 
 Transport = Literal["udp", "tcp"]
 Service = Literal["voice", "fax", "both"]
+AudioFormat = Literal["wav", "mp3", "opus"]
+ImapTls = Literal["implicit", "starttls", "none"]
 
 
 class ConfigError(ValueError):
@@ -94,16 +97,98 @@ class Account:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """The owner's IMAP mailbox, watched for ``\\Seen`` on our own messages (read state for MWI)."""
+
+    host: str
+    user: str
+    password: str
+    port: int = 993
+    tls: ImapTls = "implicit"
+    folder: str = "INBOX"
+    #: seconds between checks when the server offers no IDLE (and the IDLE re-issue interval)
+    poll_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class Mailbox:
     number: str
     owner: str
     service: Service = "voice"
     name: str = ""
+    #: voicemail attachment format
+    attachment: AudioFormat = "wav"
+    #: greeting files (any format PyAV reads); empty = the [voicemail] default or the built-in prompt
+    greeting: str = ""
+    greeting_busy: str = ""
+    greeting_unavailable: str = ""
+    #: SIP URIs of phones/PBXs that get an unsolicited message-summary NOTIFY on changes
+    notify: tuple[str, ...] = ()
+    #: count faxes in the message-waiting state as well
+    count_faxes: bool = False
+    imap: ImapSettings | None = None
+
+
+@dataclass(frozen=True)
+class VoicemailConfig:
+    silence_threshold: float = -45.0
+    silence_timeout: float = 5.0
+    max_length: float = 180.0
+    min_length: float = 2.0
+    beep_frequency: float = 1000.0
+    greeting: str = ""
+    greeting_busy: str = ""
+    greeting_unavailable: str = ""
+    #: play a short goodbye before hanging up after '#', silence or max length
+    goodbye: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    #: Celery broker URL; empty = embedded (kombu filesystem transport under the data directory)
+    broker: str = ""
+    #: worker processes `ums serve` starts itself (0: run `ums worker` yourself, e.g. on other machines)
+    workers: int = 1
+    #: embedded broker polling interval in seconds (queue-to-start latency)
+    poll_interval: float = 0.1
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    country_code: str = ""
+    international_prefix: str = "00"
+    national_prefix: str = "0"
+    #: CSV file (number,name), relative to the configuration file
+    csv: str = ""
+    entries: tuple[tuple[str, str], ...] = ()
+    company_search: bool = True
+    company_min_digits: int = 7
+
+
+@dataclass(frozen=True)
+class MwiSettings:
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    #: seconds between re-reads of the message index for read-state changes made elsewhere
+    poll_interval: float = 5.0
 
 
 @dataclass(frozen=True)
 class MailSettings:
     sender: str = "ums@localhost"
+    from_name: str = "Unified Messaging"
+    reply_to: str = ""
+    #: where reports about undeliverable messages go; empty = sender
+    admin: str = ""
+    #: IANA time zone for times written in mails
+    timezone: str = "UTC"
+    #: right-hand side of Message-IDs; empty = the sender's domain
+    message_id_domain: str = ""
+    retry_first: float = 60.0
+    retry_max: float = 3600.0
+    give_up_days: float = 5.0
+    smtp_timeout: float = 30.0
     #: "host:port" of the smarthost; empty means mail is written to a Maildir under the data dir.
     smarthost: str = ""
     starttls: bool = False
@@ -121,6 +206,10 @@ class Config:
     accounts: tuple[Account, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     mail: MailSettings = field(default_factory=MailSettings)
+    voicemail: VoicemailConfig = field(default_factory=VoicemailConfig)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    mwi: MwiSettings = field(default_factory=MwiSettings)
 
     def mailbox_for(self, number: str) -> Mailbox | None:
         for mb in self.mailboxes:
@@ -240,8 +329,13 @@ def _looks_like_sip_uri(text: str) -> bool:
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document into a :class:`Config`."""
+    """Validate a parsed TOML document into a :class:`Config`.
+
+    Relative file names in it (greetings, directory CSV) are taken relative to the folder of
+    ``source`` when that names a file.
+    """
     top = _Reader(source, "", data)
+    base = Path(source).parent if not source.startswith("<") else None
 
     srv = _Reader(source, "server", top._pop("server", dict, {}, False))
     server = ServerSettings(
@@ -320,12 +414,38 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         owner = m.text("owner", required=True)
         if "@" not in owner:
             m.fail("owner", f"must be an e-mail address, got {owner!r}")
+        attachment = cast(AudioFormat, m.choice("attachment", "wav", ("wav", "mp3", "opus")))
+        notify = tuple(m.items("notify", []))
+        for j, uri in enumerate(notify):
+            if not isinstance(uri, str) or not _looks_like_sip_uri(uri):
+                m.fail(f"notify[{j}]", f"must be a sip: URI, got {uri!r}")
+        imap: ImapSettings | None = None
+        if "imap" in m.table:
+            im = _Reader(source, f"mailboxes[{i}].imap", m._pop("imap", dict, {}, False))
+            tls = cast(ImapTls, im.choice("tls", "implicit", ("implicit", "starttls", "none")))
+            imap = ImapSettings(
+                host=im.text("host", required=True),
+                user=im.text("user", required=True),
+                password=im.text("password", ""),
+                port=im.integer("port", 993 if tls == "implicit" else 143, 1, 65535),
+                tls=tls,
+                folder=im.text("folder", "INBOX") or "INBOX",
+                poll_interval=im.number("poll_interval", 60.0, 1.0, 3600.0),
+            )
+            im.done()
         mailboxes.append(
             Mailbox(
                 number=number,
                 owner=owner,
                 service=cast(Service, m.choice("service", "voice", ("voice", "fax", "both"))),
                 name=m.text("name", ""),
+                attachment=attachment,
+                greeting=_rel(base, m.text("greeting", "")),
+                greeting_busy=_rel(base, m.text("greeting_busy", "")),
+                greeting_unavailable=_rel(base, m.text("greeting_unavailable", "")),
+                notify=tuple(str(u) for u in notify),
+                count_faxes=m.flag("count_faxes", False),
+                imap=imap,
             )
         )
         m.done()
@@ -339,13 +459,87 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         _parse_hostport(ml, "listen", listen_smtp, 25)
     mail = MailSettings(
         sender=ml.text("from", "ums@localhost"),
+        from_name=ml.text("from_name", "Unified Messaging"),
+        reply_to=ml.text("reply_to", ""),
+        admin=ml.text("admin", ""),
+        timezone=ml.text("timezone", "UTC") or "UTC",
+        message_id_domain=ml.text("message_id_domain", ""),
+        retry_first=ml.number("retry_first", 60.0, 1.0, 86400.0),
+        retry_max=ml.number("retry_max", 3600.0, 1.0, 86400.0),
+        give_up_days=ml.number("give_up_days", 5.0, 0.001, 365.0),
+        smtp_timeout=ml.number("smtp_timeout", 30.0, 1.0, 600.0),
         smarthost=smarthost,
         starttls=ml.flag("starttls", False),
         username=ml.text("username", ""),
         password=ml.text("password", ""),
         listen=listen_smtp,
     )
+    if mail.retry_max < mail.retry_first:
+        ml.fail("retry_max", "must not be below retry_first")
+    try:
+        zoneinfo.ZoneInfo(mail.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        ml.fail("timezone", f"unknown time zone {mail.timezone!r}")
     ml.done()
+
+    v = _Reader(source, "voicemail", top._pop("voicemail", dict, {}, False))
+    voicemail = VoicemailConfig(
+        silence_threshold=v.number("silence_threshold", -45.0, -90.0, 0.0),
+        silence_timeout=v.number("silence_timeout", 5.0, 0.5, 600.0),
+        max_length=v.number("max_length", 180.0, 1.0, 7200.0),
+        min_length=v.number("min_length", 2.0, 0.0, 60.0),
+        beep_frequency=v.number("beep_frequency", 1000.0, 100.0, 3900.0),
+        greeting=_rel(base, v.text("greeting", "")),
+        greeting_busy=_rel(base, v.text("greeting_busy", "")),
+        greeting_unavailable=_rel(base, v.text("greeting_unavailable", "")),
+        goodbye=v.flag("goodbye", True),
+    )
+    if voicemail.min_length > voicemail.max_length:
+        v.fail("min_length", "must not exceed max_length")
+    v.done()
+
+    pl = _Reader(source, "pipeline", top._pop("pipeline", dict, {}, False))
+    pipeline = PipelineSettings(
+        broker=pl.text("broker", ""),
+        workers=pl.integer("workers", 1, 0, 64),
+        poll_interval=pl.number("poll_interval", 0.1, 0.01, 10.0),
+    )
+    if pipeline.broker and not pipeline.broker.startswith(("redis://", "rediss://", "filesystem://")):
+        pl.fail("broker", f"must be empty, redis://... or filesystem://, got {pipeline.broker!r}")
+    pl.done()
+
+    d = _Reader(source, "directory", top._pop("directory", dict, {}, False))
+    entries_raw = d._pop("entries", dict, {}, False)
+    entries: list[tuple[str, str]] = []
+    for number, name in entries_raw.items():
+        if not isinstance(name, str):
+            d.fail(f"entries.{number}", "must be a string (the name)")
+        entries.append((str(number), name))
+    directory = DirectoryConfig(
+        country_code=d.text("country_code", ""),
+        international_prefix=d.text("international_prefix", "00"),
+        national_prefix=d.text("national_prefix", "0"),
+        csv=_rel(base, d.text("csv", "")),
+        entries=tuple(entries),
+        company_search=d.flag("company_search", True),
+        company_min_digits=d.integer("company_min_digits", 7, 1, 20),
+    )
+    for key in ("country_code", "international_prefix", "national_prefix"):
+        value = getattr(directory, key)
+        if value and not value.isdigit():
+            d.fail(key, f"must be digits, got {value!r}")
+    d.done()
+
+    w = _Reader(source, "mwi", top._pop("mwi", dict, {}, False))
+    mwi = MwiSettings(
+        min_expires=w.integer("min_expires", 60, 1, 86400),
+        max_expires=w.integer("max_expires", 7200, 1, 86400 * 7),
+        default_expires=w.integer("default_expires", 3600, 1, 86400 * 7),
+        poll_interval=w.number("poll_interval", 5.0, 0.1, 3600.0),
+    )
+    if not mwi.min_expires <= mwi.default_expires <= mwi.max_expires:
+        w.fail("default_expires", "must be between min_expires and max_expires")
+    w.done()
     top.done()
     return Config(
         source=source,
@@ -354,7 +548,18 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         accounts=tuple(accounts),
         mailboxes=tuple(mailboxes),
         mail=mail,
+        voicemail=voicemail,
+        pipeline=pipeline,
+        directory=directory,
+        mwi=mwi,
     )
+
+
+def _rel(base: Path | None, path: str) -> str:
+    """A path from the configuration, taken relative to the configuration file's folder."""
+    if not path or base is None or Path(path).is_absolute():
+        return path
+    return str(base / path)
 
 
 def load_config(path: str | Path) -> Config:

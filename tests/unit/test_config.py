@@ -127,3 +127,70 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert f"{bad}: mailboxes[0].owner: must be an e-mail address" in res.stderr
+
+
+def test_issue3_sections(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "ums.toml"
+    cfg_file.write_text(
+        """
+[[mailboxes]]
+number = "100"
+owner = "alice@example.com"
+attachment = "mp3"
+greeting = "greetings/alice.wav"
+notify = ["sip:100@10.0.0.5:5060"]
+imap = { host = "imap.example.com", user = "alice", password = "pw", tls = "starttls" }
+
+[voicemail]
+silence_timeout = 3
+max_length = 120
+greeting_busy = "/srv/busy.wav"
+
+[pipeline]
+broker = "redis://127.0.0.1:6379/0"
+workers = 0
+
+[directory]
+country_code = "49"
+csv = "dir.csv"
+entries = { "+49 89 1234567" = "Jane Doe" }
+
+[mail]
+timezone = "Europe/Berlin"
+give_up_days = 2
+"""
+    )
+    cfg = load_config(cfg_file)
+    mb = cfg.mailboxes[0]
+    assert mb.attachment == "mp3"
+    assert mb.greeting == str(tmp_path / "greetings" / "alice.wav")
+    assert mb.notify == ("sip:100@10.0.0.5:5060",)
+    assert mb.imap is not None and (mb.imap.port, mb.imap.tls, mb.imap.folder) == (143, "starttls", "INBOX")
+    assert cfg.voicemail.silence_timeout == 3.0 and cfg.voicemail.greeting_busy == "/srv/busy.wav"
+    assert (cfg.pipeline.broker, cfg.pipeline.workers) == ("redis://127.0.0.1:6379/0", 0)
+    assert cfg.directory.csv == str(tmp_path / "dir.csv")
+    assert cfg.directory.entries == (("+49 89 1234567", "Jane Doe"),)
+    assert cfg.mail.timezone == "Europe/Berlin" and cfg.mail.give_up_days == 2.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pipeline": {"broker": "amqp://x"}}, "t.toml: pipeline.broker: must be empty, redis://"),
+        ({"mail": {"timezone": "Mars/Olympus"}}, "t.toml: mail.timezone: unknown time zone"),
+        ({"voicemail": {"min_length": 10, "max_length": 5}}, "t.toml: voicemail.min_length: must not exceed"),
+        (
+            {"mailboxes": [{"number": "1", "owner": "a@b", "notify": ["tel:1"]}]},
+            "mailboxes[0].notify[0]: must be a sip: URI",
+        ),
+        (
+            {"mailboxes": [{"number": "1", "owner": "a@b", "imap": {"host": "h"}}]},
+            "mailboxes[0].imap.user: is required",
+        ),
+        ({"directory": {"country_code": "+49"}}, "t.toml: directory.country_code: must be digits"),
+    ],
+)
+def test_issue3_errors(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "t.toml")
+    assert message in str(info.value)
