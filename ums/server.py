@@ -17,16 +17,27 @@ import logging
 import random
 import signal
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ums.calls.service import CallManager, MediaEndpoint
-from ums.config import Config
+from ums.calls.service import CallManager, MediaEndpoint, StoredMessage, VoicemailWiring
+from ums.config import Config, Mailbox
+from ums.directory.lookup import Directory, DirectorySettings, NumberPlan, load_directory
 from ums.log import kv, setup_logging
 from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
+from ums.mwi.service import MwiService
+from ums.render.audio import decode_audio_file
+from ums.sip import events as sip_events
 from ums.sip.sdp import AudioParams
 from ums.sip.service import SipService
 from ums.sip.ua import UaSettings, UserAgent
+from ums.store.index import MessageIndex
+from ums.store.spool import Spool
+from ums.voicemail.machine import VoicemailSettings
+from ums.voicemail.prompts import GreetingError, default_goodbye, load_greetings
+from ums.voicemail.service import VoiceMessageSink, VoiceRecording
 
 __all__ = ["Server", "run"]
 
@@ -58,12 +69,21 @@ class Server:
         self.rtp_ports = PortPool(sip_cfg.rtp_port_min, sip_cfg.rtp_port_max)
         self.sip: SipService | None = None
         self.calls: CallManager | None = None
+        self.mwi: MwiService | None = None
+        data = config.server.data_dir
+        self.spool = Spool(data / "spool")
+        self.index = MessageIndex(data / "index.sqlite")
+        domain = config.mail.message_id_domain or config.mail.sender.rpartition("@")[2] or "localhost"
+        self.sink = VoiceMessageSink(self.spool, self.index, domain)
+        self.directory = self._load_directory()
+        self._greetings: dict[str, dict[str, np.ndarray]] = {}
 
     async def _open_media(
         self,
         params: AudioParams,
         on_audio: Callable[[np.ndarray], None],
         on_digit: Callable[[str], None],
+        source: Callable[[int], np.ndarray | None] | None = None,
     ) -> MediaEndpoint:
         sip_cfg = self.config.sip
         rtp_host = sip_cfg.listen[0].host
@@ -80,17 +100,112 @@ class Server:
             settings,
             on_audio=on_audio,
             on_digit=on_digit,
+            source=source,
             media_clock=self.media_clock,
             port_pool=self.rtp_ports,
         )
         await endpoint.open()
         return endpoint
 
+    # -- voicemail wiring ----------------------------------------------------------------------------
+    def _load_directory(self) -> Directory:
+        d = self.config.directory
+        settings = DirectorySettings(
+            entries=d.entries,
+            csv_path=Path(d.csv) if d.csv else None,
+            plan=NumberPlan(d.country_code, d.international_prefix, d.national_prefix),
+            company_search=d.company_search,
+            company_min_digits=d.company_min_digits,
+        )
+        try:
+            return load_directory(settings)
+        except (OSError, ValueError) as exc:
+            log.error(kv("directory.failed", csv=d.csv, reason=exc))
+            return load_directory(DirectorySettings(entries=d.entries, plan=settings.plan))
+
+    def _lookup(self, number: str) -> tuple[str, dict[str, Any]]:
+        found = self.directory.lookup(number)
+        if found is None:
+            return "", {}
+        if found.how == "company":
+            return "", {"company": found.name, "switchboard": found.number_matched}
+        return found.name, {}
+
+    def _greetings_for(self, mailbox: Mailbox) -> dict[str, np.ndarray]:
+        cached = self._greetings.get(mailbox.number)
+        if cached is not None:
+            return cached
+        vm = self.config.voicemail
+        files = {
+            "default": mailbox.greeting or vm.greeting,
+            "busy": mailbox.greeting_busy or vm.greeting_busy,
+            "unavailable": mailbox.greeting_unavailable or vm.greeting_unavailable,
+        }
+        try:
+            greetings = load_greetings(
+                default=files["default"] or None,
+                busy=files["busy"] or None,
+                unavailable=files["unavailable"] or None,
+                decode=decode_audio_file,
+            )
+        except GreetingError as exc:
+            log.error(kv("voicemail.greeting_failed", mailbox=mailbox.number, reason=exc))
+            greetings = load_greetings()
+        self._greetings[mailbox.number] = greetings
+        return greetings
+
+    def _begin_recording(
+        self, mailbox: Mailbox, caller_number: str, caller_name: str, meta: dict[str, Any]
+    ) -> VoiceRecording:
+        return self.sink.begin(
+            mailbox=mailbox.number,
+            owner=mailbox.owner,
+            caller_number=caller_number,
+            caller_name=caller_name,
+            meta=meta,
+        )
+
+    def _announce(self, message: StoredMessage, mailbox: Mailbox) -> None:
+        """A message is durable and indexed: lamps now, delivery through the pipeline."""
+        if self.mwi is not None:
+            self.mwi.refresh_later(mailbox.number)
+        self._submit(message.id)
+
+    def _submit(self, message_id: str) -> None:
+        log.info(kv("pipeline.queued", id=message_id))
+
+    def _voicemail_wiring(self) -> VoicemailWiring:
+        vm = self.config.voicemail
+        settings = VoicemailSettings(
+            silence_threshold_dbm0=vm.silence_threshold,
+            silence_timeout=vm.silence_timeout,
+            max_length=vm.max_length,
+            min_length=vm.min_length,
+            beep_frequency=vm.beep_frequency,
+        )
+        for mailbox in self.config.mailboxes:  # load (and check) every greeting at start
+            if mailbox.service in ("voice", "both"):
+                self._greetings_for(mailbox)
+        return VoicemailWiring(
+            settings=settings,
+            greetings=self._greetings_for,
+            goodbye=default_goodbye() if vm.goodbye else None,
+            begin=self._begin_recording,
+            lookup=self._lookup,
+            announce=self._announce,
+        )
+
     async def start(self) -> None:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spool.cleanup_temp():
+            log.info(kv("store.discarded_partial", path=str(leftover)))
         self.sip = SipService(self.ua, self.config.sip.listen, self._on_sip_event)
-        self.calls = CallManager(self.config, self.sip, self._open_media, self.host)
+        self.calls = CallManager(
+            self.config, self.sip, self._open_media, self.host, voicemail=self._voicemail_wiring()
+        )
+        self.mwi = MwiService(self.config, self.sip, self.index, self.host)
         await self.sip.start()
+        await self.mwi.start()
         self.ua.start_registrations(self.sip.now())
         self.sip.kick()
         log.info(
@@ -103,14 +218,18 @@ class Server:
             )
         )
 
-    def _on_sip_event(self, event: object) -> None:
+    def _on_sip_event(self, event: sip_events.Event) -> None:
         assert self.calls is not None
-        self.calls.on_sip_event(event)  # type: ignore[arg-type]
+        if self.mwi is not None and self.mwi.on_sip_event(event):
+            return
+        self.calls.on_sip_event(event)
 
     async def stop(self) -> None:
         assert self.sip is not None and self.calls is not None
         log.info(kv("server.stopping", calls=len(self.calls.legs)))
         await self.calls.shutdown()
+        if self.mwi is not None:
+            await self.mwi.stop()
         self.ua.unregister_all(self.sip.now())
         self.sip.kick()
         loop = asyncio.get_running_loop()
@@ -121,6 +240,7 @@ class Server:
         await asyncio.sleep(0.05)
         await self.sip.close()
         await self.media_clock.close()
+        self.index.close()
         log.info(kv("server.stopped"))
 
     async def serve_forever(self) -> None:

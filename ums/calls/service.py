@@ -31,20 +31,31 @@ import os
 import re
 import secrets
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ums.calls.router import Route, route
-from ums.config import Config
+from ums.config import Config, Mailbox
 from ums.log import kv
 from ums.sip import events as ev
 from ums.sip.sdp import AudioParams, SdpError, SessionDescription, answer_audio
 from ums.sip.service import SipService
+from ums.voicemail.machine import (
+    DigitReceived,
+    HangupRequested,
+    RecordingDiscarded,
+    RecordingFinished,
+    RecordingStarted,
+    VoicemailSession,
+    VoicemailSettings,
+)
+from ums.voicemail.prompts import select_greeting
 
 __all__ = ["CallManager", "MediaEndpoint", "MediaFactory"]
 
@@ -71,7 +82,44 @@ class MediaFactory(Protocol):
         params: AudioParams,
         on_audio: Callable[[np.ndarray], None],
         on_digit: Callable[[str], None],
+        source: Callable[[int], np.ndarray | None] | None = None,
     ) -> Awaitable[MediaEndpoint]: ...
+
+
+class StoredMessage(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def duration(self) -> float | None: ...
+
+
+class VoiceRecordingSink(Protocol):
+    """A message being recorded (``ums.voicemail.service.VoiceRecording``)."""
+
+    samples: int
+
+    def write(self, pcm: npt.NDArray[np.int16]) -> None: ...
+
+    def finish(self, reason: str) -> StoredMessage: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class VoicemailWiring:
+    """What voice mailboxes need; the server builds it (store, greetings, directory, announce)."""
+
+    settings: VoicemailSettings
+    #: greetings of a mailbox by kind ("default", "busy", "unavailable")
+    greetings: Callable[[Mailbox], Mapping[str, np.ndarray]]
+    goodbye: np.ndarray | None
+    #: open a recording: (mailbox, caller number, caller name, meta) -> sink
+    begin: Callable[[Mailbox, str, str, dict[str, Any]], VoiceRecordingSink]
+    #: caller number -> (name, meta) from the directory
+    lookup: Callable[[str], tuple[str, dict[str, Any]]]
+    #: a message is durable and indexed: hand it to the pipeline and the lamps (event loop)
+    announce: Callable[[StoredMessage, Mailbox], None]
 
 
 class _Recording:
@@ -148,14 +196,27 @@ class _Leg:
     sdp_version: int = 1
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     setup_task: asyncio.Task[None] | None = None
+    vm: VoicemailSession | None = None
+    vm_rec: VoiceRecordingSink | None = None
+    vm_task: asyncio.Task[None] | None = None
+    caller_name: str = ""
+    caller_meta: dict[str, Any] = field(default_factory=dict)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
 
 
 class CallManager:
-    def __init__(self, config: Config, sip: SipService, media_factory: MediaFactory, host: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sip: SipService,
+        media_factory: MediaFactory,
+        host: str,
+        voicemail: VoicemailWiring | None = None,
+    ) -> None:
         self.config = config
+        self.voicemail = voicemail
         self.sip = sip
         self.media_factory = media_factory
         self.host = host
@@ -232,6 +293,13 @@ class CallManager:
             self._reject(call_id, 488, "Not Acceptable Here")
             return
         leg = _Leg(call_id=call_id, route=rt, offer=offer, session_id=self._session_counter, params=probe[1])
+        if self.voicemail is not None and rt.mailbox.service in ("voice", "both"):
+            vmw = self.voicemail
+            greeting = select_greeting(rt.reason, vmw.greetings(rt.mailbox))
+            leg.vm = VoicemailSession(greeting, vmw.settings, goodbye=vmw.goodbye)
+            leg.caller_name, leg.caller_meta = vmw.lookup(rt.caller.number) if rt.caller.number else ("", {})
+            if not leg.caller_name:
+                leg.caller_name = rt.caller.name
         self.legs[call_id] = leg
         leg.setup_task = self._loop.create_task(self._setup(leg))
 
@@ -242,6 +310,7 @@ class CallManager:
                 leg.params,
                 lambda pcm: self._audio(leg, pcm),
                 lambda digit: self._digit(leg.call_id, digit, "rfc4733"),
+                (lambda n: self._vm_tx(leg, n)) if leg.vm is not None else None,
             )
         except OSError as exc:
             log.error(kv("call.media_failed", call_id=leg.call_id, reason=exc))
@@ -280,7 +349,8 @@ class CallManager:
         stamp = leg.started.strftime("%Y%m%d-%H%M%S")
         number = _SAFE.sub("_", leg.route.number)
         name = f"{stamp}-{number}-{secrets.token_hex(4)}-{_SAFE.sub('', leg.call_id)[:12]}.wav"
-        leg.recording = _Recording(self.recordings_dir / name)
+        if leg.vm is None:
+            leg.recording = _Recording(self.recordings_dir / name)
         leg.state = "answered"
         leg.answered_at = self._loop.time()
         self.sip.ua.answer(leg.call_id, answer.serialize(), self.sip.now())
@@ -309,8 +379,87 @@ class CallManager:
         self.sip.kick()
 
     def _audio(self, leg: _Leg, pcm: np.ndarray) -> None:
-        if leg.recording is not None:
+        if leg.vm is not None:
+            if leg.state == "answered":
+                leg.vm.rx(pcm)
+                self._vm_drain(leg)
+        elif leg.recording is not None:
             leg.recording.write(pcm)
+
+    # -- voicemail legs ------------------------------------------------------------------------------
+    def _vm_tx(self, leg: _Leg, n: int) -> np.ndarray | None:
+        if leg.vm is None or leg.state != "answered":
+            return None
+        pcm = leg.vm.tx(n)
+        self._vm_drain(leg)
+        return pcm
+
+    def _vm_drain(self, leg: _Leg) -> None:
+        """Move recorded audio to the store and act on the session's events."""
+        vm = leg.vm
+        assert vm is not None and self.voicemail is not None
+        chunk = vm.take_recorded()
+        if chunk.size:
+            if leg.vm_rec is None:  # the first audio that will be kept: open the message
+                mailbox = leg.route.mailbox
+                assert mailbox is not None
+                meta = dict(leg.caller_meta)
+                if leg.route.reason:
+                    meta["diversion_reason"] = leg.route.reason
+                meta["call_id"] = leg.call_id
+                leg.vm_rec = self.voicemail.begin(mailbox, leg.route.caller.number, leg.caller_name, meta)
+            leg.vm_rec.write(chunk)
+        for event in vm.events():
+            if isinstance(event, RecordingFinished):
+                leg.vm_task = self._loop.create_task(self._vm_store(leg, event.reason))
+            elif isinstance(event, RecordingDiscarded):
+                if leg.vm_rec is not None:
+                    leg.vm_rec.abort()
+                    leg.vm_rec = None
+                log.info(
+                    kv(
+                        "voicemail.discarded",
+                        call_id=leg.call_id,
+                        number=leg.route.number,
+                        reason=event.reason,
+                    )
+                )
+            elif isinstance(event, HangupRequested):
+                if leg.state == "answered":
+                    log.info(kv("call.hangup", call_id=leg.call_id, reason=event.reason))
+                    self.sip.ua.hangup(leg.call_id, self.sip.now())
+                    self.sip.kick()
+            elif isinstance(event, DigitReceived):
+                log.debug(kv("voicemail.digit", call_id=leg.call_id, digit=event.digit, action=event.action))
+            elif isinstance(event, RecordingStarted):
+                log.debug(kv("voicemail.recording", call_id=leg.call_id))
+
+    async def _vm_store(self, leg: _Leg, reason: str) -> None:
+        """The recording ended: make it durable (in a thread), then announce the message."""
+        rec = leg.vm_rec
+        assert self.voicemail is not None
+        mailbox = leg.route.mailbox
+        if rec is None or mailbox is None:  # nothing was kept (cannot happen for a finished recording)
+            log.info(kv("voicemail.discarded", call_id=leg.call_id, number=leg.route.number, reason="empty"))
+            return
+        try:
+            message = await asyncio.to_thread(rec.finish, reason)
+        except Exception:
+            log.exception(kv("voicemail.store_failed", call_id=leg.call_id))
+            return
+        log.info(
+            kv(
+                "voicemail.recorded",
+                id=message.id,
+                call_id=leg.call_id,
+                number=leg.route.number,
+                caller=leg.route.caller.number or None,
+                caller_name=leg.caller_name or None,
+                duration=message.duration,
+                reason=reason,
+            )
+        )
+        self.voicemail.announce(message, mailbox)
 
     def _digit(self, call_id: str, digit: str, how: str) -> None:
         leg = self.legs.get(call_id)
@@ -318,6 +467,9 @@ class CallManager:
             return
         leg.digits.append(digit)
         log.info(kv("call.dtmf", call_id=call_id, digit=digit, method=how))
+        if leg.vm is not None and leg.state == "answered":
+            leg.vm.digit(digit)
+            self._vm_drain(leg)
 
     def _reinvite(self, event: ev.ReInvite) -> None:
         leg = self.legs.get(event.call_id)
@@ -372,7 +524,15 @@ class CallManager:
         duration = 0.0 if leg.answered_at is None else self._loop.time() - leg.answered_at
         stats: dict[str, int | float] = {}
         if leg.media is not None:
-            stats = (await leg.media.close()).log_fields()
+            stats = (await leg.media.close()).log_fields()  # delivers the last buffered audio
+        if leg.vm is not None:
+            if previous == "answered":
+                leg.vm.hangup()
+                self._vm_drain(leg)
+            elif leg.vm_rec is not None:
+                leg.vm_rec.abort()
+            if leg.vm_task is not None:
+                await leg.vm_task
         fields: dict[str, Any] = {"call_id": leg.call_id, "number": leg.route.number, "reason": reason}
         if previous == "answered" and leg.recording is not None and leg.recording.started:
             # closing means fsync (file, sidecar, directory): keep it off the event loop

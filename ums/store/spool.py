@@ -81,6 +81,15 @@ class DurableWriter:
         self._fh.write(data)
         self.size += len(data)
 
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite bytes already written (a file header whose sizes are known only at the end)."""
+        if self.done:
+            raise ValueError("patch after commit/abort")
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError("patch outside what was written")
+        self._fh.flush()
+        os.pwrite(self._fh.fileno(), data, offset)
+
     def commit(self) -> Path:
         """fsync, rename into place, fsync the directory; returns the final path."""
         if self.done:

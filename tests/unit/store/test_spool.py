@@ -89,3 +89,15 @@ def test_remove(tmp_path: Path) -> None:
     assert spool.remove("x/y") is True
     assert spool.remove("x/y") is False
     assert not spool.exists("x/y")
+
+
+def test_patch_rewrites_a_header_before_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    w = spool.open_writer("voice/a.bin")
+    w.write(b"\x00\x00\x00\x00")
+    w.write(b"payload")
+    w.patch(0, b"SIZE")
+    with pytest.raises(ValueError):
+        w.patch(8, b"xxxx")
+    w.commit()
+    assert spool.read("voice/a.bin") == b"SIZEpayload"
