@@ -22,6 +22,12 @@ ALLOWED = {
     "softfax_g711": {"fax", "media", "config", "log"},
     "fax_t38": {"fax", "config", "log"},
     "calls": {"sip", "media", "config", "log", "store", "fax", "softfax_g711", "fax_t38", "voicemail"},
+    "store": {"config", "log"},
+    "directory": {"config", "log"},
+    "render": {"fax", "config", "log"},
+    "voicemail": {"media", "store", "config", "log"},
+    "mwi": {"sip", "store", "config", "log"},
+    "mailgate": {"store", "render", "directory", "config", "log"},
 }
 
 
@@ -78,8 +84,8 @@ def test_pure_modules_do_no_io(path: Path) -> None:
     assert "open(" not in re.sub(r"#.*", "", text), "opens a file"
 
 
-#: shells that drive another package's shell (the call layer answers through the SIP shell)
-SHELL_ARROWS = {"ums.calls.service": {"ums.sip.service"}}
+#: shells that drive another package's shell (call legs and lamps go through the SIP shell)
+SHELL_ARROWS = {"ums.calls.service": {"ums.sip.service"}, "ums.mwi.service": {"ums.sip.service"}}
 
 
 def test_only_server_wires_several_services() -> None:
