@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from ums.config import ConfigError, load_config
 
@@ -21,7 +22,63 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
+
+    mb = sub.add_parser("mailbox", help="list messages, mark them read or unread")
+    mb.add_argument("--config", "-c", required=True)
+    mb.add_argument("--data-dir")
+    mbsub = mb.add_subparsers(dest="action", required=True)
+    ls = mbsub.add_parser("list", help="messages of one mailbox or of all")
+    ls.add_argument("number", nargs="?")
+    for action in ("mark-read", "mark-unread"):
+        mk = mbsub.add_parser(
+            action, help=f"{action.replace('-', ' ')}: the given messages, or all of the mailbox"
+        )
+        mk.add_argument("number")
+        mk.add_argument("ids", nargs="*", metavar="ID")
     return p
+
+
+def _mailbox(args: argparse.Namespace) -> int:
+    from ums.store.index import MessageIndex
+
+    cfg = load_config(args.config)
+    if args.data_dir:
+        cfg = cfg.with_data_dir(Path(args.data_dir))
+    path = cfg.server.data_dir / "index.sqlite"
+    if not path.exists():
+        print(f"error: no message index at {path}", file=sys.stderr)
+        return 1
+    numbers = {m.number for m in cfg.mailboxes}
+    number = getattr(args, "number", None)
+    if number is not None and number not in numbers:
+        print(f"error: {number} is not a mailbox in {cfg.source}", file=sys.stderr)
+        return 2
+    with MessageIndex(path) as index:
+        if args.action == "list":
+            for rec in index.list(mailbox=number):
+                length = f"{rec.duration:.1f}s" if rec.duration is not None else f"{rec.pages or 0}p"
+                caller = rec.caller_name or rec.caller_number or "unknown"
+                print(
+                    f"{rec.id}  {rec.mailbox:>8}  {rec.kind:5}  {rec.state:4}  {rec.delivery:9}  "
+                    f"{rec.received_at:%Y-%m-%d %H:%M}  {length:>7}  {caller}"
+                )
+            for mailbox, (new, old) in sorted(index.all_counts(("voice", "fax", "sms")).items()):
+                if number is None or mailbox == number:
+                    print(f"mailbox {mailbox}: {new} new, {old} old")
+            return 0
+        state: Literal["new", "read"] = "read" if args.action == "mark-read" else "new"
+        assert number is not None
+        ids = args.ids or [r.id for r in index.list(mailbox=number)]
+        changed = 0
+        for ident in ids:
+            found = index.get(ident)
+            if found is None or found.mailbox != number:
+                print(f"error: no message {ident} in mailbox {number}", file=sys.stderr)
+                return 2
+            changed += index.set_state(ident, state)
+        new, old = index.counts(number)
+        print(f"mailbox {number}: {changed} marked {state}; {new} new, {old} old")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"listen {', '.join(str(x) for x in cfg.sip.listen)})"
         )
         return 0
+    if args.command == "mailbox":
+        try:
+            return _mailbox(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         try:
             cfg = load_config(args.config)
