@@ -4,8 +4,9 @@ What it does
 ------------
 Covers registration through a real registrar (digest auth, refresh before
 expiry, un-REGISTER on SIGTERM, no retry loop on a wrong password), inbound
-calls recorded to WAV + JSON sidecar (audio compared by cross-correlation with
-what the peer sent, RFC 4733 digit), CANCEL, the server's own BYE at the call
+calls answered by the voicemail flow and stored as messages (the message audio
+compared by cross-correlation with what the peer sent after the greeting and
+beep; the RFC 4733 digit reported), CANCEL, the server's own BYE at the call
 time limit, 488 for an offer without G.711, 404 for an unknown number, and the
 same call over TCP.
 
@@ -13,7 +14,7 @@ How it works
 ------------
 Each test starts its peers and ``ums serve`` (``tests/peers``) with a config
 written for it, drives the call from the peer side, then checks the peer's
-traces, the server's ``event=...`` log lines and the recording files.
+traces, the server's ``event=...`` log lines and the stored messages.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.acceptance.conftest import require
@@ -29,9 +31,10 @@ from tests.peers import sipp
 from tests.peers.audio import best_correlation, probe_signal, write_wav
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio import Kamailio
+from tests.peers.messages import StoredMessage, wait_messages
 from tests.peers.pcap import reference_audio
 from tests.peers.ports import free_port, free_port_block
-from tests.peers.ums import SIDECAR_KEYS, Account, Recording, UmsServer
+from tests.peers.ums import Account, UmsServer
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(90)]
 
@@ -41,21 +44,15 @@ MIN_CORRELATION = 0.9
 StartUms = Callable[..., UmsServer]
 
 
-def check_sidecar(rec: Recording, number: str) -> dict[str, object]:
-    side = rec.sidecar
-    assert SIDECAR_KEYS <= set(side), f"sidecar keys {sorted(side)}"
-    assert str(side["number"]) == number
-    assert side["codec"] in ("PCMA", "PCMU")
-    assert rec.wav.name.endswith(".wav") and f"-{number}-" in rec.wav.name
-    return side
-
-
-def check_audio(rec: Recording, ref: object, min_seconds: float) -> tuple[float, int]:
-    pcm, rate = rec.audio()
+def check_message_audio(msg: StoredMessage, sent: np.ndarray, min_seconds: float) -> tuple[float, int]:
+    """The stored message is the tail of what the caller sent (after the greeting and beep)."""
+    pcm, rate = msg.audio()
     assert rate == 8000, f"recording rate {rate}"
     assert len(pcm) >= min_seconds * rate, f"recording is {len(pcm) / rate:.2f} s"
-    corr, lag = best_correlation(ref, pcm, max_lag=2 * rate)  # type: ignore[arg-type]
+    # sent[n + lag] matches pcm[n]: the lag is where in the caller's audio the recording starts
+    corr, lag = best_correlation(pcm, sent, max_lag=len(sent))
     assert corr >= MIN_CORRELATION, f"correlation {corr:.3f} at lag {lag}"
+    assert 2.0 * rate <= lag <= 4.5 * rate, f"recording starts {lag / rate:.2f} s into the call"
     return corr, lag
 
 
@@ -76,20 +73,20 @@ def test_call_through_kamailio_from_baresip_is_recorded(
     ums.wait_event("sip.register.ok", timeout=10, account="pbx")
     kamailio.wait_registered("100", timeout=5)
 
-    ref = probe_signal(3.0)
+    ref = probe_signal(8.0)  # greeting and beep take ~2.8 s; the rest is the message
     wav = write_wav(run_dir / "caller.wav", ref)
     with Baresip(run_dir, wav, aor=f"sip:bob@{HOST}:{kamailio.port}", password=kamailio.password) as phone:
         phone.wait_registered(10)
         phone.dial(f"sip:100@{HOST}:{kamailio.port}")
         phone.wait_event("CALL_ESTABLISHED", 10)
-        phone.wait_event("CALL_CLOSED", 15)  # baresip hangs up when the WAV ends
+        phone.wait_event("CALL_CLOSED", 20)  # baresip hangs up when the WAV ends
 
     ended = ums.wait_event("call.ended", timeout=10)
     assert ended.get("reason") == "remote-bye"
-    (rec,) = ums.wait_recordings(1, timeout=10)
-    side = check_sidecar(rec, "100")
-    assert side["end_reason"] == "remote-bye"
-    check_audio(rec, ref, min_seconds=2.5)
+    (msg,) = wait_messages(ums.config.data_dir, 1, timeout=10)
+    assert (msg.record.mailbox, msg.record.kind, msg.record.state) == ("100", "voice", "new")
+    assert msg.record.meta.get("end_reason") == "hangup"
+    check_message_audio(msg, ref, min_seconds=4.5)
 
 
 # -- b. registration against a SIPp registrar ------------------------------------------------------------
@@ -181,16 +178,15 @@ def test_pcap_call_is_recorded_with_digit(run_dir: Path, start_ums: StartUms, tr
     )
     assert uac.returncode == 0, uac.describe()
 
-    ums.wait_event("call.ended", timeout=10)
+    ended = ums.wait_event("call.ended", timeout=10)
+    assert ended.get("reason") == "remote-bye"
     dtmf = ums.wait_event("call.dtmf", timeout=2)
     assert dtmf.get("digit") == "1", dtmf.line
-    (rec,) = ums.wait_recordings(1, timeout=10)
-    side = check_sidecar(rec, "100")
-    assert side["codec"] == "PCMA"
-    assert "1" in str(side["digits"])
-    assert "15550100" in str(side["caller"])
-    assert side["end_reason"] == "remote-bye"
-    check_audio(rec, reference_audio(G711A_PCAP, 8), min_seconds=6.5)
+    assert ums.wait_event("call.answered", timeout=1).get("codec") == "PCMA"
+    (msg,) = wait_messages(ums.config.data_dir, 1, timeout=10)
+    assert msg.record.caller_number == "15550100"
+    assert msg.record.meta.get("end_reason") == "hangup"
+    check_message_audio(msg, reference_audio(G711A_PCAP, 8), min_seconds=3.5)
 
 
 # -- d. call set-up outcomes ------------------------------------------------------------------------------
