@@ -8,6 +8,8 @@ declare -A need=(
   [espeak-ng]=espeak-ng
   [sox]=sox
   [fax2tiff]=libtiff-tools
+  [redis-server]=redis-server
+  [dovecot]=dovecot-imapd
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -28,6 +28,7 @@ ALLOWED = {
     "voicemail": {"media", "store", "config", "log"},
     "mwi": {"sip", "store", "config", "log"},
     "mailgate": {"store", "render", "directory", "config", "log"},
+    "pipeline": {"store", "mailgate", "render", "directory", "config", "log"},
 }
 
 

@@ -23,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
 
+    wk = sub.add_parser("worker", help="run a delivery worker (Celery) for this configuration")
+    wk.add_argument("--config", "-c", required=True)
+    wk.add_argument("--data-dir")
+    wk.add_argument("--concurrency", type=int, default=1)
+    wk.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    wk.add_argument("--release-claims", action="store_true", help="free leases a killed worker left")
+
     mb = sub.add_parser("mailbox", help="list messages, mark them read or unread")
     mb.add_argument("--config", "-c", required=True)
     mb.add_argument("--data-dir")
@@ -94,6 +101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"listen {', '.join(str(x) for x in cfg.sip.listen)})"
         )
         return 0
+    if args.command == "worker":
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.data_dir:
+            cfg = cfg.with_data_dir(Path(args.data_dir))
+        from ums.pipeline.worker import run_worker
+
+        return run_worker(
+            cfg,
+            args.concurrency,
+            loglevel=args.log_level or cfg.server.log_level,
+            release_claims=args.release_claims,
+        )
     if args.command == "mailbox":
         try:
             return _mailbox(args)

@@ -13,21 +13,27 @@ This is the one module that imports the service shells of several packages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ums import pipeline
 from ums.calls.service import CallManager, MediaEndpoint, StoredMessage, VoicemailWiring
 from ums.config import Config, Mailbox
 from ums.directory.lookup import Directory, DirectorySettings, NumberPlan, load_directory
 from ums.log import kv, setup_logging
+from ums.mailgate.imap_service import ImapWatcher, stop_watchers, watchers_for
 from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
 from ums.mwi.service import MwiService
+from ums.pipeline.worker import spawn_embedded_workers, stop_workers
 from ums.render.audio import decode_audio_file
 from ums.sip import events as sip_events
 from ums.sip.sdp import AudioParams
@@ -45,6 +51,10 @@ log = logging.getLogger("ums.server")
 
 #: How long shutdown waits for the registrars to confirm un-REGISTER.
 UNREGISTER_GRACE = 3.0
+#: Seconds between sweeps of the message index for deliveries that are due.
+SWEEP_INTERVAL = 60.0
+#: A Celery warm shutdown takes a few seconds (its loop polls every 2 s).
+WORKER_STOP_TIMEOUT = 15.0
 
 
 class Server:
@@ -77,6 +87,11 @@ class Server:
         self.sink = VoiceMessageSink(self.spool, self.index, domain)
         self.directory = self._load_directory()
         self._greetings: dict[str, dict[str, np.ndarray]] = {}
+        pipeline.configure(config, index=self.index)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self.imap_watchers: list[ImapWatcher] = []
+        self._background: set[asyncio.Future[object]] = set()
 
     async def _open_media(
         self,
@@ -172,7 +187,22 @@ class Server:
         self._submit(message.id)
 
     def _submit(self, message_id: str) -> None:
-        log.info(kv("pipeline.queued", id=message_id))
+        """Queue delivery; publishing may fsync or wait for Redis, so it runs in a thread."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().run_in_executor(
+            None, pipeline.submit, message_id
+        )
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    async def _sweep_loop(self) -> None:
+        """Re-submit what is due (a broker that was down, a worker that died); the index decides."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await loop.run_in_executor(None, functools.partial(pipeline.sweep, min_age=SWEEP_INTERVAL))
+            except Exception:
+                log.exception(kv("pipeline.sweep_failed"))
 
     def _voicemail_wiring(self) -> VoicemailWiring:
         vm = self.config.voicemail
@@ -206,6 +236,23 @@ class Server:
         self.mwi = MwiService(self.config, self.sip, self.index, self.host)
         await self.sip.start()
         await self.mwi.start()
+        loop = asyncio.get_running_loop()
+        if self.config.pipeline.workers > 0:
+            self.workers = await loop.run_in_executor(
+                None,
+                spawn_embedded_workers,
+                self.config,
+                self.config.source,
+                self.config.server.data_dir,
+                self.config.pipeline.workers,
+            )
+        resumed = await loop.run_in_executor(None, pipeline.resume)
+        if resumed:
+            log.info(kv("pipeline.resumed", messages=resumed))
+        self._sweeper = loop.create_task(self._sweep_loop())
+        self.imap_watchers = watchers_for(self.config.mailboxes, self.index, self.mwi.changed_soon)
+        for watcher in self.imap_watchers:
+            watcher.start()
         self.ua.start_registrations(self.sip.now())
         self.sip.kick()
         log.info(
@@ -228,6 +275,9 @@ class Server:
         assert self.sip is not None and self.calls is not None
         log.info(kv("server.stopping", calls=len(self.calls.legs)))
         await self.calls.shutdown()
+        loop = asyncio.get_running_loop()
+        if self.imap_watchers:
+            await loop.run_in_executor(None, stop_watchers, self.imap_watchers)
         if self.mwi is not None:
             await self.mwi.stop()
         self.ua.unregister_all(self.sip.now())
@@ -240,6 +290,14 @@ class Server:
         await asyncio.sleep(0.05)
         await self.sip.close()
         await self.media_clock.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.workers:
+            await loop.run_in_executor(None, stop_workers, self.workers, WORKER_STOP_TIMEOUT)
         self.index.close()
         log.info(kv("server.stopped"))
 
