@@ -175,10 +175,23 @@ def select_greeting(reason: str | None, greetings: Mapping[str, Pcm]) -> Pcm:
     return default_greeting()
 
 
+@functools.lru_cache(maxsize=16)
 def beep(
     frequency: float = 1000.0, duration: float = 0.4, level_dbm0: float = -12.0, rate: int = RATE
 ) -> Pcm:
-    """The record tone: a sine at ``frequency`` and ``level_dbm0`` with 5 ms raised-cosine ramps."""
+    """The record tone: a sine at ``frequency`` and ``level_dbm0`` with 5 ms raised-cosine ramps.
+
+    Made once per set of parameters (every call uses the same); the array is read-only.
+    """
+    return _readonly(_make_beep(frequency, duration, level_dbm0, rate))
+
+
+def _readonly(pcm: Pcm) -> Pcm:
+    pcm.setflags(write=False)
+    return pcm
+
+
+def _make_beep(frequency: float, duration: float, level_dbm0: float, rate: int) -> Pcm:
     if duration <= 0.0:
         return np.zeros(0, dtype=np.int16)
     pcm, _ = tone([frequency], duration, level_dbm0, rate)
