@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--concurrency", type=int, default=1)
     wk.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     wk.add_argument("--release-claims", action="store_true", help="free leases a killed worker left")
+    wk.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
 
     mb = sub.add_parser("mailbox", help="list messages, mark them read or unread")
     mb.add_argument("--config", "-c", required=True)
@@ -88,6 +90,10 @@ def _mailbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -102,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "worker":
+        # until Celery installs its own handlers nothing has been taken from the queue: a stop
+        # request during start-up is a clean exit
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         try:
             cfg = load_config(args.config)
         except ConfigError as exc:
@@ -116,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.concurrency,
             loglevel=args.log_level or cfg.server.log_level,
             release_claims=args.release_claims,
+            parent_pid=args.parent_pid,
         )
     if args.command == "mailbox":
         try:

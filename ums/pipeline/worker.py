@@ -137,10 +137,13 @@ def spawn_embedded_workers(
             released = index.release_claims()
     if released:
         log.info(kv("pipeline.claims_released", count=released))
+    # `-m ums worker` (not `-m ums.pipeline.worker`): the command line installs its SIGTERM
+    # handler before Celery is imported, so a stop during start-up still exits cleanly
     argv = [
         sys.executable,
         "-m",
-        "ums.pipeline.worker",
+        "ums",
+        "worker",
         "--config",
         str(config_path),
         "--data-dir",
