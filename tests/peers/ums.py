@@ -9,7 +9,12 @@ accounts pointing at a peer, ring delay, call limit, RTP range, data dir) and
 from the repository root, waits until it answers OPTIONS, stops it with
 SIGTERM (the server unregisters then), parses its ``event=...`` log lines
 (:class:`LogEvent`) and finds recordings with their JSON sidecars
-(:class:`Recording`).
+(:class:`Recording`).  The configuration can also carry the ``[mail]``,
+``[voicemail]``, ``[pipeline]``, ``[mwi]`` and ``[directory]`` keys and extra
+mailbox keys (``notify``); ``UmsServer.kill()`` is a ``kill -9``,
+``UmsServer.cli("mailbox", "mark-read", "100")`` runs the operator CLI against
+the same files, and :class:`UmsWorker` runs ``python -m ums worker`` for the
+Redis scale-out mode.
 
 How it works
 ------------
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +48,7 @@ __all__ = [
     "Recording",
     "UmsConfig",
     "UmsServer",
+    "UmsWorker",
     "parse_log_line",
     "python_executable",
     "write_config",
@@ -88,6 +95,17 @@ class UmsConfig:
     rtp_ports: int = 200
     log_level: str = "info"
     extra_sip: Mapping[str, Any] = field(default_factory=dict)
+    #: extra keys of [mail] (smarthost = "127.0.0.1:PORT", retry_first = 1, ...)
+    mail: Mapping[str, Any] = field(default_factory=dict)
+    #: [voicemail], [pipeline], [mwi] and [directory] keys as given
+    voicemail: Mapping[str, Any] = field(default_factory=dict)
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
+    mwi: Mapping[str, Any] = field(default_factory=dict)
+    directory: Mapping[str, Any] = field(default_factory=dict)
+    #: [directory.entries]: number -> name
+    directory_entries: Mapping[str, str] = field(default_factory=dict)
+    #: extra keys per mailbox number (notify = [...], name = "...", attachment = "wav")
+    mailbox_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rtp_port_min = free_port_block(self.rtp_ports)
@@ -145,8 +163,20 @@ def write_config(path: Path, cfg: UmsConfig) -> Path:
         lines.append("")
     for number, owner, service in cfg.mailboxes:
         lines += ["[[mailboxes]]", f"number = {_toml(number)}", f"owner = {_toml(owner)}"]
-        lines += [f"service = {_toml(service)}", ""]
-    lines += ["[mail]", 'from = "ums@example.com"', 'smarthost = ""', ""]
+        lines += [f"service = {_toml(service)}"]
+        lines += [f"{k} = {_toml(v)}" for k, v in cfg.mailbox_options.get(number, {}).items()]
+        lines += [""]
+    mail: dict[str, Any] = {"from": "ums@example.com", "smarthost": ""}
+    mail.update(cfg.mail)
+    lines += ["[mail]", *(f"{k} = {_toml(v)}" for k, v in mail.items()), ""]
+    for section in ("voicemail", "pipeline", "mwi", "directory"):
+        table: Mapping[str, Any] = getattr(cfg, section)
+        if table or (section == "directory" and cfg.directory_entries):
+            lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in table.items()), ""]
+    if cfg.directory_entries:
+        lines += ["[directory.entries]"]
+        lines += [f"{_toml(num)} = {_toml(name)}" for num, name in cfg.directory_entries.items()]
+        lines += [""]
     path.write_text("\n".join(lines))
     return path
 
@@ -244,6 +274,17 @@ class UmsServer:
     def stop(self, timeout: float = 10.0) -> int | None:
         return self.proc.stop(timeout)
 
+    def kill(self) -> int | None:
+        """SIGKILL (``kill -9``): no clean-up at all, as in a crash."""
+        return self.proc.kill()
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m ums <args[0]> --config FILE --data-dir DIR <args[1:]>`` (e.g. ``mailbox``,
+        ``mark-read``, ``100``) with this server's configuration; the result is not checked."""
+        argv = [python_executable(), "-m", "ums", args[0], "--config", str(self.config_path)]
+        argv += ["--data-dir", str(self.config.data_dir), *args[1:]]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
     def terminate(self) -> None:
         """SIGTERM without waiting (the caller watches what happens next)."""
         self.proc.signal(self.proc.stop_signal)
@@ -308,3 +349,35 @@ class UmsServer:
         what = f"{count} recording(s) with a sidecar"
         wait_until(lambda: len(self.recordings()) >= count, timeout, 0.1, what)
         return self.recordings()
+
+
+class UmsWorker:
+    """``python -m ums worker --config FILE --data-dir DIR``: pipeline tasks in their own process
+    (the scale-out mode, ``[pipeline] workers = 0`` in the server's configuration)."""
+
+    def __init__(self, run_dir: Path, server: UmsServer, name: str = "worker") -> None:
+        self.run_dir = Path(run_dir)
+        argv = [python_executable(), "-m", "ums", "worker", "--config", str(server.config_path)]
+        argv += ["--data-dir", str(server.config.data_dir)]
+        self.proc = Proc(argv, self.run_dir, name, cwd=REPO)
+
+    def start(self) -> UmsWorker:
+        self.proc.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        return self.proc.stop(timeout)
+
+    def log(self) -> str:
+        try:
+            return self.proc.stderr_path.read_text(errors="replace") + self.proc.stdout_path.read_text(
+                errors="replace"
+            )
+        except OSError:
+            return ""
+
+    def __enter__(self) -> UmsWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -199,11 +199,18 @@ class _Leg:
     vm: VoicemailSession | None = None
     vm_rec: VoiceRecordingSink | None = None
     vm_task: asyncio.Task[None] | None = None
+    #: caller samples given to the voicemail session, silence we inserted included
+    rx_samples: int = 0
     caller_name: str = ""
     caller_meta: dict[str, Any] = field(default_factory=dict)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
+
+#: Seconds received audio may trail the answer clock (the jitter buffer holds about 60 ms).
+RX_ALIGN_SLACK = 0.06
+#: A larger gap than this (seconds) between the caller's audio and the clock is filled with silence.
+RX_ALIGN_THRESHOLD = 0.25
 
 
 class CallManager:
@@ -381,12 +388,31 @@ class CallManager:
     def _audio(self, leg: _Leg, pcm: np.ndarray) -> None:
         if leg.vm is not None:
             if leg.state == "answered":
+                self._vm_align(leg, len(pcm))
                 leg.vm.rx(pcm)
+                leg.rx_samples += len(pcm)
                 self._vm_drain(leg)
         elif leg.recording is not None:
             leg.recording.write(pcm)
 
     # -- voicemail legs ------------------------------------------------------------------------------
+    def _vm_align(self, leg: _Leg, incoming: int) -> None:
+        """Keep the caller's audio on the answer timeline the session counts in.
+
+        The session takes received sample *k* as the caller's audio at *k* / 8000 s after the
+        answer.  A phone that sends nothing until it has heard the beep (silence suppression),
+        or stops sending for a while, would otherwise shift everything after it earlier; so
+        when the caller's audio ends before ``now - answer - jitter allowance``, the missing
+        stretch is given to the session as silence first.
+        """
+        assert leg.vm is not None and leg.answered_at is not None
+        elapsed = int((self._loop.time() - leg.answered_at - RX_ALIGN_SLACK) * 8000)
+        gap = elapsed - (leg.rx_samples + incoming)
+        if gap > RX_ALIGN_THRESHOLD * 8000:
+            leg.vm.rx(np.zeros(gap, dtype=np.int16))
+            leg.rx_samples += gap
+            log.debug(kv("voicemail.rx_gap", call_id=leg.call_id, seconds=gap / 8000))
+
     def _vm_tx(self, leg: _Leg, n: int) -> np.ndarray | None:
         if leg.vm is None or leg.state != "answered":
             return None
