@@ -28,7 +28,7 @@ ADDRESS = "127.0.0.1:5060"
 def test_quick_start_voicemail_reaches_the_maildir_and_the_lamp(run_dir: Path) -> None:
     require("sipp")
     data = run_dir / "var"
-    argv = [python_executable(), "-m", "ums", "serve", "--config", EXAMPLE, "--data-dir", data]
+    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
     server = Proc(argv, run_dir, "ums", cwd=REPO).start()
     try:
         server.wait_udp_sip("127.0.0.1", 5060, 20)
