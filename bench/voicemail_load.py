@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import pstats
 import shutil
 import sys
 import tempfile
@@ -60,6 +61,22 @@ RATE = 8000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOLERANCE = 0.1  # s
 MIN_CORRELATION = 0.9
+
+
+def udp_counters() -> dict[str, int]:
+    """The kernel's UDP counters (``/proc/net/snmp``): InDatagrams, RcvbufErrors, ..."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")]
+    return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=True)}
+
+
+def cpu_own(pid: int) -> float:
+    """utime + stime of ``pid`` alone (all its threads)."""
+    try:
+        text = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def cpu_tree(pid: int) -> float:
@@ -96,7 +113,14 @@ class Step:
     complete: int = 0
     correct: int = 0
     sampled: int = 0
-    cpu: float = 0.0
+    cpu: float = 0.0  # ums server and its workers
+    cpu_server: float = 0.0  # the server process alone
+    cpu_sipp: float = 0.0
+    call_seconds: float = 0.0  # media seconds per call (lead + hold)
+    rtp_in: int = 0  # RTP packets ums received (sum over the calls' rtp.closed lines)
+    rtp_expected: int = 0  # what SIPp's pcap holds, times the calls
+    rtp_lost: int = 0
+    rcvbuf_errors: int = 0  # UDP datagrams the kernel dropped for a full socket buffer (whole host)
     latencies: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -108,6 +132,10 @@ class Step:
             and self.complete == self.k
             and self.correct == self.sampled
         )
+
+    @property
+    def ms_per_call_second(self) -> float:
+        return 1000 * self.cpu / max(1e-9, self.k * self.call_seconds)
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
@@ -146,9 +174,11 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
         pipeline={"workers": args.workers},
         log_level="info",
     )
-    ums = UmsServer(d / "ums", cfg).start()
+    profile_out = d / "ums.prof" if args.profile else None
+    ums = UmsServer(d / "ums", cfg, profile_out=profile_out).start()
+    step.call_seconds = (args.lead_ms + 1000 * args.hold) / 1000
     try:
-        cpu0 = cpu_tree(ums.pid)
+        cpu0, own0, udp0 = cpu_tree(ums.pid), cpu_own(ums.pid), udp_counters()
         run = sipp.start(
             scen,
             d,
@@ -164,11 +194,23 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
             trace_stat=True,
             extra=["-recv_timeout", "10000"],
         )
+        sipp_pid = run.proc.popen.pid if run.proc.popen is not None else 0
+        sipp_cpu = 0.0
+        deadline = time.monotonic() + args.hold + 150
+        while run.proc.popen is not None and run.proc.popen.poll() is None:
+            sipp_cpu = max(sipp_cpu, cpu_own(sipp_pid))  # read while it runs: it is gone afterwards
+            if time.monotonic() > deadline:
+                step.problems.append("sipp: did not finish in time")
+                run.stop()
+                break
+            time.sleep(0.5)
         try:
-            run.wait(args.hold + 150)
+            run.wait(10)
         except PeerError as exc:
             step.problems.append(f"sipp: {exc}"[:300])
             run.stop()
+        step.cpu_sipp = sipp_cpu
+        step.rcvbuf_errors = udp_counters()["RcvbufErrors"] - udp0["RcvbufErrors"]
         st = run.stats()
         step.ok, step.failed = (st.successful, st.failed) if st else (0, k)
         try:
@@ -176,9 +218,17 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
         except PeerError as exc:
             step.problems.append(str(exc))
         step.cpu = cpu_tree(ums.pid) - cpu0
+        step.cpu_server = cpu_own(ums.pid) - own0
     finally:
-        ums.stop()
+        ums.stop(timeout=30)
         sink.stop()
+    if profile_out is not None:
+        print_profile(profile_out, k)
+    packets_per_call = round(step.call_seconds * 1000 / 20)
+    step.rtp_expected = packets_per_call * step.ok
+    for ev in ums.events("rtp.closed"):
+        step.rtp_in += int(ev.get("rtp_in", "0") or 0)
+        step.rtp_lost += max(0, int(ev.get("lost", "0") or 0))
 
     # call_id -> BYE time (wall clock) from SIPp's trace; call_id -> message id from the ums log
     bye_at: dict[str, float] = {}
@@ -223,12 +273,29 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
     return step
 
 
+def print_profile(path: Path, k: int, top: int = 30) -> None:
+    if not path.exists():
+        print(f"      no profile written for K={k} (ums must exit normally on SIGTERM)", flush=True)
+        return
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(top)
+    print(f"cProfile of the ums server at K={k} ({path}), top {top} by own time:", flush=True)
+    print(out.getvalue(), flush=True)
+
+
 def print_row(s: Step) -> None:
     cpu_ms = 1000 * s.cpu / max(1, s.k)  # per call placed: a failed call costs as well
     print(
         f"{s.k:>5} {s.ok:>5} {s.failed:>6} {s.mails:>6} {s.complete:>9} {s.correct:>4}/{s.sampled:<4}"
-        f" {cpu_ms:>9.0f} {s.pct(50):>8.2f} {s.pct(99):>8.2f} {max(s.latencies, default=float('nan')):>8.2f}"
-        f"  {'ok' if s.passed else 'FAIL'}",
+        f" {cpu_ms:>9.0f} {s.ms_per_call_second:>7.1f} {s.pct(50):>8.2f} {s.pct(99):>8.2f}"
+        f" {max(s.latencies, default=float('nan')):>8.2f}  {'ok' if s.passed else 'FAIL'}",
+        flush=True,
+    )
+    print(
+        f"      ums server {s.cpu_server:.1f} s cpu, with workers {s.cpu:.1f} s; SIPp {s.cpu_sipp:.1f} s cpu;"
+        f" RTP at ums {s.rtp_in}/{s.rtp_expected} packets"
+        f" ({100 * s.rtp_in / max(1, s.rtp_expected):.0f} %), lost {s.rtp_lost};"
+        f" kernel UDP RcvbufErrors {s.rcvbuf_errors}",
         flush=True,
     )
     for p in s.problems[:5]:
@@ -248,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after-failure", action="store_true")
     ap.add_argument("--quick", action="store_true", help="K = 10, 20 with 12 s calls")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument(
+        "--profile", action="store_true", help="run ums under cProfile, print the top 30 (keeps the run dir)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.k, args.hold = "10,20", 12.0
@@ -264,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         f"run directory {run_dir}; {args.hold:g} s of speech per call, {args.cps:g} calls/s set-up",
         flush=True,
     )
-    print("    K    ok failed  mails  complete correct  cpu_ms/call   p50_s    p99_s    max_s", flush=True)
+    print(
+        "    K    ok failed  mails  complete correct  cpu_ms/call ms/call_s   p50_s    p99_s    max_s",
+        flush=True,
+    )
     best = 0
     steps = []
     try:
@@ -279,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.stop_after_failure:
                 break
     finally:
-        if not args.keep:
+        if not args.keep and not args.profile:
             shutil.rmtree(run_dir, ignore_errors=True)
     print(f"largest K with every recording complete and correct: {best or 'none'}")
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ums.config import ConfigError, load_config
+from ums.config import Config, ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -24,13 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
 
-    wk = sub.add_parser("worker", help="run a delivery worker (Celery) for this configuration")
-    wk.add_argument("--config", "-c", required=True)
-    wk.add_argument("--data-dir")
-    wk.add_argument("--concurrency", type=int, default=1)
-    wk.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    wk.add_argument("--release-claims", action="store_true", help="free leases a killed worker left")
-    wk.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    # handled before parsing (see main); listed here for --help
+    sub.add_parser(
+        "worker", help="run a delivery worker (Celery): ums worker --config FILE [--concurrency N]"
+    )
 
     mb = sub.add_parser("mailbox", help="list messages, mark them read or unread")
     mb.add_argument("--config", "-c", required=True)
@@ -50,9 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 def _mailbox(args: argparse.Namespace) -> int:
     from ums.store.index import MessageIndex
 
-    cfg = load_config(args.config)
-    if args.data_dir:
-        cfg = cfg.with_data_dir(Path(args.data_dir))
+    cfg = _load(args, args.config)
     path = cfg.server.data_dir / "index.sqlite"
     if not path.exists():
         print(f"error: no message index at {path}", file=sys.stderr)
@@ -94,54 +89,39 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _load(args: argparse.Namespace, path: str) -> Config:
+    """The configuration named on the command line, with ``--data-dir`` applied."""
+    cfg = load_config(path)
+    data_dir = getattr(args, "data_dir", None)
+    return cfg.with_data_dir(Path(data_dir)) if data_dir else cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "check-config":
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(
-            f"{cfg.source}: ok ({len(cfg.accounts)} accounts, {len(cfg.mailboxes)} mailboxes, "
-            f"listen {', '.join(str(x) for x in cfg.sip.listen)})"
-        )
-        return 0
-    if args.command == "worker":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
         # until Celery installs its own handlers nothing has been taken from the queue: a stop
         # request during start-up is a clean exit
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if args.data_dir:
-            cfg = cfg.with_data_dir(Path(args.data_dir))
-        from ums.pipeline.worker import run_worker
+        from ums.pipeline.worker import main as worker_main
 
-        return run_worker(
-            cfg,
-            args.concurrency,
-            loglevel=args.log_level or cfg.server.log_level,
-            release_claims=args.release_claims,
-            parent_pid=args.parent_pid,
-        )
-    if args.command == "mailbox":
-        try:
+        return worker_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            cfg = _load(args, args.config)
+            print(
+                f"{cfg.source}: ok ({len(cfg.accounts)} accounts, {len(cfg.mailboxes)} mailboxes, "
+                f"listen {', '.join(str(x) for x in cfg.sip.listen)})"
+            )
+            return 0
+        if args.command == "mailbox":
             return _mailbox(args)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "serve":
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if args.data_dir:
-            cfg = cfg.with_data_dir(Path(args.data_dir))
-        from ums.server import run
+        if args.command == "serve":
+            cfg = _load(args, args.config)
+            from ums.server import run
 
-        return run(cfg, log_level=args.log_level)
+            return run(cfg, log_level=args.log_level)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 2  # pragma: no cover - argparse enforces the choices
