@@ -9,12 +9,19 @@ on a free port, one account), starts ``baresip -f DIR`` and connects a
 WAV and hangs up when the file ends (``CALL_CLOSED``, "end of file").  baresip
 does not exit cleanly once ctrl_tcp is in use, so :meth:`Baresip.stop` kills it.
 
+With ``mwi=True`` the ``mwi`` module is loaded: after registering, baresip
+SUBSCRIBEs to ``message-summary`` for its own AOR and prints every NOTIFY body;
+:meth:`Baresip.mwi_reports` reads those back from its stdout (:class:`MwiReport`)
+and :meth:`Baresip.wait_mwi` waits for one that matches.
+
 How it works
 ------------
 ctrl_tcp speaks JSON objects framed as netstrings (``<len>:<json>,``): commands
 ``{"command", "params", "token"}``, answers ``{"response": true, ...}`` and
 events ``{"event": true, "type": "CALL_ESTABLISHED", ...}``.  The client reads
-on a background thread and keeps every event; waits poll that list.
+on a background thread and keeps every event; waits poll that list.  The
+``mwi`` module prints ``----- MWI for <aor> -----`` and then the body's
+``Name: value`` lines.
 """
 
 from __future__ import annotations
@@ -26,18 +33,60 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.peers.ports import free_port, free_port_block
 from tests.peers.procs import PeerError, PeerTimeout, Proc, wait_until
 
-__all__ = ["BARESIP", "Baresip", "CtrlClient"]
+__all__ = ["BARESIP", "Baresip", "CtrlClient", "MwiReport", "parse_mwi_reports"]
 
 BARESIP = shutil.which("baresip") or "/usr/bin/baresip"
 MODULE_PATH = "/usr/lib/baresip/modules"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+_MWI_HEAD = re.compile(r"^----- MWI for (\S+) -----\s*$")
+_MWI_LINE = re.compile(r"^([A-Z][A-Za-z-]*):[ \t]*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class MwiReport:
+    """One message-summary NOTIFY body as baresip's ``mwi`` module printed it."""
+
+    aor: str
+    fields: Mapping[str, str]
+
+    @property
+    def waiting(self) -> str:
+        """``Messages-Waiting`` in lower case (``yes``/``no``), '' when absent."""
+        return self.fields.get("Messages-Waiting", "").lower()
+
+    @property
+    def voice(self) -> str:
+        """``Voice-Message`` new/old counts without the urgent part (``1/0``), '' when absent."""
+        return self.fields.get("Voice-Message", "").split("(")[0].strip()
+
+
+def parse_mwi_reports(text: str) -> list[MwiReport]:
+    """Every ``----- MWI for ... -----`` block in baresip's output, oldest first."""
+    out: list[MwiReport] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _MWI_HEAD.match(lines[i])
+        i += 1
+        if m is None:
+            continue
+        fields: dict[str, str] = {}
+        while i < len(lines):
+            f = _MWI_LINE.match(lines[i])
+            if f is None:
+                break
+            fields[f.group(1)] = f.group(2)
+            i += 1
+        out.append(MwiReport(m.group(1), fields))
+    return out
 
 
 class CtrlClient:
@@ -133,6 +182,7 @@ class Baresip:
         outbound: str | None = None,
         account_params: Mapping[str, str] | None = None,
         register: bool = True,
+        mwi: bool = False,
     ) -> None:
         self.dir = Path(run_dir) / "baresip"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +204,7 @@ class Baresip:
             "AUDIO_FILE": Path(audio_file).resolve(),
             "MODULE_PATH": MODULE_PATH,
             "ACCOUNT": account,
+            "MWI_MODULE": "module_app\t\tmwi.so" if mwi else "# mwi.so not loaded",
         }
         for src, dst in (("baresip.config.in", "config"), ("baresip.accounts.in", "accounts")):
             text = (TEMPLATES / src).read_text()
@@ -188,6 +239,32 @@ class Baresip:
 
     def wait_registered(self, timeout: float = 10.0) -> None:
         wait_until(self.registered, timeout, 0.05, "baresip to register")
+
+    def output(self) -> str:
+        """What baresip printed on stdout so far."""
+        try:
+            return self.proc.stdout_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def mwi_reports(self) -> list[MwiReport]:
+        """The message-summary bodies printed so far (``mwi=True``), oldest first."""
+        return parse_mwi_reports(self.output())
+
+    def wait_mwi(
+        self, match: Callable[[MwiReport], bool], timeout: float = 10.0, after: int = 0, what: str = ""
+    ) -> MwiReport:
+        """Wait for a report that satisfies ``match`` among those after the first ``after``; return it."""
+        found: list[MwiReport] = []
+
+        def probe() -> bool:
+            found[:] = [r for r in self.mwi_reports()[after:] if match(r)]
+            if not found and not self.proc.alive():
+                raise PeerError(f"baresip exited\n{self.proc.log_tail()}")
+            return bool(found)
+
+        wait_until(probe, timeout, 0.05, what or "a matching MWI report from baresip")
+        return found[0]
 
     def dial(self, uri: str) -> None:
         self._need_ctrl().send("dial", uri)

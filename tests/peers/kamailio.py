@@ -8,6 +8,11 @@ stderr, waits until it answers SIP OPTIONS, and stops it with SIGTERM.  Every
 user may register with the one password; INVITEs and other requests go to the
 registered contact of the Request-URI user, with Record-Route.
 
+``mwi_user="vm"`` makes it hand message-summary SUBSCRIBEs to the voicemail
+server registered as ``vm`` (Request-URI unchanged, Record-Route added), as a
+PBX does; ``register_delay=0.2`` holds back every REGISTER answer (baresip's
+``mwi`` module needs that, see ``kamailio.cfg.in``).
+
 How it works
 ------------
 No database: ``pv_www_authenticate`` with a static password and ``usrloc`` in
@@ -34,7 +39,14 @@ class Kamailio:
     """One Kamailio instance on 127.0.0.1:``port`` (UDP and TCP)."""
 
     def __init__(
-        self, run_dir: Path, port: int | None = None, password: str = "secret", children: int = 2
+        self,
+        run_dir: Path,
+        port: int | None = None,
+        password: str = "secret",
+        children: int = 2,
+        *,
+        mwi_user: str = "",
+        register_delay: float = 0.0,
     ) -> None:
         self.run_dir = Path(run_dir) / "kamailio"
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,8 +54,20 @@ class Kamailio:
         self.password = password
         self.host = "127.0.0.1"
         self.config_path = self.run_dir / "kamailio.cfg"
+        if mwi_user and not re.fullmatch(r"[A-Za-z0-9._-]+", mwi_user):
+            raise ValueError(f"unusable user name {mwi_user!r}")
+        defines = []
+        if mwi_user:
+            defines.append(f'#!define MWI_USER "{mwi_user}"')
+        if register_delay > 0:
+            defines.append(f"#!define REGISTER_DELAY_US {round(register_delay * 1e6)}")
         text = TEMPLATE.read_text()
-        for key, value in (("PORT", self.port), ("PASSWORD", password), ("CHILDREN", children)):
+        for key, value in (
+            ("PORT", self.port),
+            ("PASSWORD", password),
+            ("CHILDREN", children),
+            ("DEFINES", "\n".join(defines) or "# (none)"),
+        ):
             text = text.replace(f"@{key}@", str(value))
         self.config_path.write_text(text)
         self.proc = Proc(
