@@ -10,6 +10,7 @@ declare -A need=(
   [fax2tiff]=libtiff-tools
   [redis-server]=redis-server
   [dovecot]=dovecot-imapd
+  [pdftoppm]=poppler-utils
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         mk.add_argument("number")
         mk.add_argument("ids", nargs="*", metavar="ID")
+
+    from ums.render import fax_cli
+
+    fax_cli.add_parsers(sub)
     return p
 
 
@@ -116,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "mailbox":
             return _mailbox(args)
+        if args.command == "fax":
+            from ums.render import fax_cli
+
+            return fax_cli.run(args)
         if args.command == "serve":
             cfg = _load(args, args.config)
             from ums.server import run
