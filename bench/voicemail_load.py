@@ -71,12 +71,18 @@ def udp_counters() -> dict[str, int]:
 
 def cpu_own(pid: int) -> float:
     """utime + stime of ``pid`` alone (all its threads)."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` alone: time in Python and libraries vs. in the kernel."""
     try:
         text = (Path("/proc") / str(pid) / "stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def cpu_tree(pid: int) -> float:
@@ -115,11 +121,14 @@ class Step:
     sampled: int = 0
     cpu: float = 0.0  # ums server and its workers
     cpu_server: float = 0.0  # the server process alone
+    cpu_server_sys: float = 0.0  # of which in the kernel (stime)
     cpu_sipp: float = 0.0
     call_seconds: float = 0.0  # media seconds per call (lead + hold)
     rtp_in: int = 0  # RTP packets ums received (sum over the calls' rtp.closed lines)
     rtp_expected: int = 0  # what SIPp's pcap holds, times the calls
     rtp_lost: int = 0
+    rtp_backlog: int = 0  # packets still in ums's sockets at the hang-up (read at close)
+    skipped_ticks: int = 0  # send ticks ums skipped because its event loop was late
     rcvbuf_errors: int = 0  # UDP datagrams the kernel dropped for a full socket buffer (whole host)
     latencies: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -178,7 +187,7 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
     ums = UmsServer(d / "ums", cfg, profile_out=profile_out).start()
     step.call_seconds = (args.lead_ms + 1000 * args.hold) / 1000
     try:
-        cpu0, own0, udp0 = cpu_tree(ums.pid), cpu_own(ums.pid), udp_counters()
+        cpu0, own0, udp0 = cpu_tree(ums.pid), cpu_split(ums.pid), udp_counters()
         run = sipp.start(
             scen,
             d,
@@ -218,7 +227,9 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
         except PeerError as exc:
             step.problems.append(str(exc))
         step.cpu = cpu_tree(ums.pid) - cpu0
-        step.cpu_server = cpu_own(ums.pid) - own0
+        own1 = cpu_split(ums.pid)
+        step.cpu_server = own1[0] + own1[1] - own0[0] - own0[1]
+        step.cpu_server_sys = own1[1] - own0[1]
     finally:
         ums.stop(timeout=30)
         sink.stop()
@@ -229,6 +240,8 @@ def run_step(k: int, run_dir: Path, ref: np.ndarray, args: argparse.Namespace) -
     for ev in ums.events("rtp.closed"):
         step.rtp_in += int(ev.get("rtp_in", "0") or 0)
         step.rtp_lost += max(0, int(ev.get("lost", "0") or 0))
+        step.rtp_backlog += int(ev.get("backlog", "0") or 0)
+        step.skipped_ticks += int(ev.get("skipped_ticks", "0") or 0)
 
     # call_id -> BYE time (wall clock) from SIPp's trace; call_id -> message id from the ums log
     bye_at: dict[str, float] = {}
@@ -292,9 +305,11 @@ def print_row(s: Step) -> None:
         flush=True,
     )
     print(
-        f"      ums server {s.cpu_server:.1f} s cpu, with workers {s.cpu:.1f} s; SIPp {s.cpu_sipp:.1f} s cpu;"
+        f"      ums server {s.cpu_server:.1f} s cpu ({s.cpu_server_sys:.1f} s in the kernel),"
+        f" with workers {s.cpu:.1f} s; SIPp {s.cpu_sipp:.1f} s cpu;"
         f" RTP at ums {s.rtp_in}/{s.rtp_expected} packets"
-        f" ({100 * s.rtp_in / max(1, s.rtp_expected):.0f} %), lost {s.rtp_lost};"
+        f" ({100 * s.rtp_in / max(1, s.rtp_expected):.0f} %), lost {s.rtp_lost},"
+        f" still queued at hang-up {s.rtp_backlog}; ums send ticks skipped {s.skipped_ticks};"
         f" kernel UDP RcvbufErrors {s.rcvbuf_errors}",
         flush=True,
     )

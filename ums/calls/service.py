@@ -201,6 +201,8 @@ class _Leg:
     vm_task: asyncio.Task[None] | None = None
     #: caller samples given to the voicemail session, silence we inserted included
     rx_samples: int = 0
+    #: the media endpoint's ``stream_starts`` when the caller's audio was last aligned
+    rx_stream_starts: int | None = 0
     caller_name: str = ""
     caller_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -387,8 +389,15 @@ class CallManager:
 
     def _audio(self, leg: _Leg, pcm: np.ndarray) -> None:
         if leg.vm is not None:
-            if leg.state == "answered":
-                self._vm_align(leg, len(pcm))
+            # "ended" after the answer: the audio the endpoint hands over while it closes (what
+            # the jitter buffer and the socket still held at the BYE) is the end of the message
+            if leg.state == "answered" or (leg.state == "ended" and leg.answered_at is not None):
+                starts = getattr(leg.media, "stream_starts", None)
+                if starts is None or starts != leg.rx_stream_starts:
+                    # the caller's stream (re)started: place it on the answer timeline.  Within one
+                    # stream the RTP timestamps keep it there, also when packets come in late.
+                    leg.rx_stream_starts = starts
+                    self._vm_align(leg, len(pcm))
                 leg.vm.rx(pcm)
                 leg.rx_samples += len(pcm)
                 self._vm_drain(leg)
@@ -401,9 +410,12 @@ class CallManager:
 
         The session takes received sample *k* as the caller's audio at *k* / 8000 s after the
         answer.  A phone that sends nothing until it has heard the beep (silence suppression),
-        or stops sending for a while, would otherwise shift everything after it earlier; so
-        when the caller's audio ends before ``now - answer - jitter allowance``, the missing
-        stretch is given to the session as silence first.
+        or restarts its stream after a pause, would otherwise shift everything after it earlier;
+        so when a stream starts and the caller's audio so far ends before ``now - answer -
+        jitter allowance``, the missing stretch is given to the session as silence first.
+        (Only at a stream start: within a stream the jitter buffer fills gaps from the RTP
+        timestamps, and packets that are merely late — a loaded sender or server — must not
+        be taken for a pause.)
         """
         assert leg.vm is not None and leg.answered_at is not None
         elapsed = int((self._loop.time() - leg.answered_at - RX_ALIGN_SLACK) * 8000)
@@ -416,8 +428,9 @@ class CallManager:
     def _vm_tx(self, leg: _Leg, n: int) -> np.ndarray | None:
         if leg.vm is None or leg.state != "answered":
             return None
-        pcm = leg.vm.tx(n)
-        self._vm_drain(leg)
+        pcm = leg.vm.tx_active(n)  # None while nothing plays: the endpoint sends encoded silence
+        if leg.vm.has_output:
+            self._vm_drain(leg)
         return pcm
 
     def _vm_drain(self, leg: _Leg) -> None:

@@ -31,6 +31,7 @@ and 0 encodes to 0xFF, so ``encode(decode(0x7F)) == b"\\xff"``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +40,9 @@ __all__ = [
     "CODECS",
     "codec_for_payload_type",
     "decode",
+    "decoder",
     "encode",
+    "encoder",
     "payload_type_for",
     "silence",
 ]
@@ -161,6 +164,26 @@ def decode(codec: str, payload: bytes) -> npt.NDArray[np.int16]:
     """Decode G.711 code words to 16-bit linear samples (one sample per byte)."""
     table = _DECODE[_name(codec)]
     return table[np.frombuffer(payload, dtype=np.uint8)]
+
+
+def encoder(codec: str) -> Callable[[npt.NDArray[np.int16]], bytes]:
+    """``encode`` bound to one codec, for int16 input (the per-packet path: no name check per call)."""
+    table = _ENCODE[_name(codec)]
+
+    def encode_int16(pcm: npt.NDArray[np.int16]) -> bytes:
+        return table[pcm.view(np.uint16)].tobytes()
+
+    return encode_int16
+
+
+def decoder(codec: str) -> Callable[[bytes], npt.NDArray[np.int16]]:
+    """``decode`` bound to one codec (the per-packet path: no name check per call)."""
+    table = _DECODE[_name(codec)]
+
+    def decode_bytes(payload: bytes) -> npt.NDArray[np.int16]:
+        return table[np.frombuffer(payload, dtype=np.uint8)]
+
+    return decode_bytes
 
 
 @functools.lru_cache(maxsize=64)

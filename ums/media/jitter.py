@@ -122,6 +122,7 @@ class JitterBuffer:
         self.late = 0
         self.dropped = 0  # other payload types, undecodable or empty payloads
         self.resyncs = 0
+        self.streams = 0  # streams started: the first packet, then each resynchronisation
         self.filled_samples = 0
         self.released_samples = 0
 
@@ -133,13 +134,23 @@ class JitterBuffer:
         if pcm is None or len(pcm) == 0:
             self.dropped += 1
             return
+        self.push_audio(packet.ssrc, packet.sequence, packet.timestamp, pcm, now)
+
+    def push_audio(
+        self, ssrc: int, sequence: int, timestamp: int, pcm: Pcm, now: float | None = None
+    ) -> None:
+        """Add the decoded audio of one packet of the buffer's payload type, given by its header
+        fields (the per-packet path of a caller that has decoded it already; no payload type check)."""
+        if len(pcm) == 0:
+            self.dropped += 1
+            return
         if self._ssrc is None:
-            self._start(packet)
-        elif packet.ssrc != self._ssrc:
-            self._resync(packet)
+            self._start(ssrc, timestamp)
+        elif ssrc != self._ssrc:
+            self._resync(ssrc, timestamp)
         else:
-            ext = self._extend(packet.timestamp)
-            if packet.sequence in self._recent or ext in self._packets:
+            ext = self._extend(timestamp)
+            if sequence in self._recent or ext in self._packets:
                 self.duplicates += 1
                 return
             if ext < self._play and not self._started and self._play - ext <= self.max_samples:
@@ -148,13 +159,15 @@ class JitterBuffer:
                 if self._play - ext <= self.max_samples:
                     self.late += 1
                     return
-                self._resync(packet)  # jumped far back: the sender restarted its timestamps
+                self._resync(ssrc, timestamp)  # jumped far back: the sender restarted its timestamps
             elif ext - max(self._newest_end, self._play) > self.max_samples:
-                self._resync(packet)
-        ext = self._extend(packet.timestamp)
+                self._resync(ssrc, timestamp)
+        ext = self._extend(timestamp)
         self._packets[ext] = pcm
-        self._recent.append(packet.sequence)
-        self._newest_end = max(self._newest_end, ext + len(pcm))
+        self._recent.append(sequence)
+        end = ext + len(pcm)
+        if end > self._newest_end:
+            self._newest_end = end
         self.received += 1
         if now is not None:
             self._last_arrival = now
@@ -170,18 +183,19 @@ class JitterBuffer:
     def _extend(self, timestamp: int) -> int:
         return self._play + ts_diff(timestamp, self._play & _TS_MASK)
 
-    def _start(self, packet: RtpPacket) -> None:
-        self._ssrc = packet.ssrc
-        self._play = packet.timestamp
-        self._newest_end = packet.timestamp
+    def _start(self, ssrc: int, timestamp: int) -> None:
+        self.streams += 1
+        self._ssrc = ssrc
+        self._play = timestamp
+        self._newest_end = timestamp
         self._started = False
         self._packets = {}
         self._recent.clear()
 
-    def _resync(self, packet: RtpPacket) -> None:
+    def _resync(self, ssrc: int, timestamp: int) -> None:
         self._ready.extend(self._release(self._newest_end))
         self.resyncs += 1
-        self._start(packet)
+        self._start(ssrc, timestamp)
 
     # -- output ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "RtpPacket",
     "RtpStreamTx",
     "is_rtcp",
+    "parse_plain",
     "parse_rtcp",
     "seq_diff",
     "seq_lt",
@@ -184,6 +185,19 @@ class RtpPacket:
 
 #: RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
 _FIXED_HEADER = struct.Struct("!BBHII")
+#: RFC 3550 §5.1 first octet of a packet with nothing but the fixed header: V=2, P=0, X=0, CC=0.
+_PLAIN_B0 = RTP_VERSION << 6
+
+
+def parse_plain(data: bytes) -> tuple[int, int, int, int, bool] | None:
+    """``(payload_type, sequence, timestamp, ssrc, marker)`` of a packet that has only the 12-octet
+    fixed header (RFC 3550 §5.1: V=2, no padding, extension or CSRC) and a payload; None for any
+    other datagram (use :meth:`RtpPacket.parse`). The per-packet receive path of a voice call.
+    The payload is ``data[12:]``; RTCP (RFC 5761 §4: second octet 192-223) is never plain RTP."""
+    if len(data) <= RTP_HEADER_SIZE or data[0] != _PLAIN_B0 or 192 <= data[1] <= 223:
+        return None
+    _, b1, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(data)
+    return b1 & 0x7F, sequence, timestamp, ssrc, b1 >= 0x80
 
 
 class RtpStreamTx:
@@ -310,12 +324,17 @@ class ReceiverStats:
 
     def update(self, packet: RtpPacket, arrival: float, *, timing: bool = True) -> bool:
         """Account for one packet; returns False when A.1 treats it as not (yet) valid."""
-        seq = packet.sequence
-        if packet.ssrc != self.ssrc:
+        return self.update_fields(packet.ssrc, packet.sequence, packet.timestamp, arrival, timing=timing)
+
+    def update_fields(
+        self, ssrc: int, seq: int, timestamp: int, arrival: float, *, timing: bool = True
+    ) -> bool:
+        """``update`` from the header fields (the per-packet path, without an :class:`RtpPacket`)."""
+        if ssrc != self.ssrc:
             if self.ssrc is not None and self.probation == 0:
                 self._prior_expected += self._expected_current()
                 self._prior_received += self.received
-            self.ssrc = packet.ssrc
+            self.ssrc = ssrc
             self.sources += 1
             self._init_seq(seq)
             self.max_seq = (seq - 1) & 0xFFFF
@@ -324,7 +343,7 @@ class ReceiverStats:
         if not self._update_seq(seq):
             return False
         if timing:
-            self._update_jitter(packet.timestamp, arrival)
+            self._update_jitter(timestamp, arrival)
         return True
 
     def _update_seq(self, seq: int) -> bool:

@@ -34,6 +34,7 @@ import errno
 import logging
 import math
 import random
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ import numpy.typing as npt
 from . import g711
 from .dtmf import DtmfReceiver, TelephoneEvent, dtmf_events
 from .jitter import Frame, JitterBuffer
-from .rtp import ReceiverStats, RtpError, RtpPacket, RtpStreamTx, is_rtcp, parse_rtcp
+from .rtp import ReceiverStats, RtpError, RtpPacket, RtpStreamTx, is_rtcp, parse_plain, parse_rtcp
 from .tones import DtmfDetector, dtmf_freqs, tone
 
 __all__ = ["EndpointStats", "RtpEndpoint", "RtpSettings", "TxSchedule"]
@@ -61,6 +62,8 @@ Address = tuple[str, int]
 RATE = 8000
 #: Pause sent between queued digits (ITU-T Q.24: at least 40 ms between key presses).
 DIGIT_GAP_MS = 60
+#: Most datagrams read from the socket at close (10 s of 20 ms packets).
+MAX_DRAIN_AT_CLOSE = 500
 #: In-band DTMF level per tone when no telephone-event payload type was negotiated.
 INBAND_LEVEL_DBM0 = -10.0
 
@@ -79,6 +82,9 @@ class RtpSettings:
     jitter_target_ms: int = 60
     max_late_ticks: int = 3
     inband_dtmf: bool | None = None  # detect DTMF in the audio; None: only without telephone-event
+    #: received audio goes to ``on_audio`` in blocks of this many ms, on the send ticks (0: as each
+    #: packet arrives). Received digits first hand over the audio before them, so order is kept.
+    deliver_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class EndpointStats:
     digits_in: int = 0
     digits_out: int = 0
     skipped_ticks: int = 0
+    backlog: int = 0  # datagrams still queued in the socket at close (read then)
 
     def log_fields(self) -> dict[str, int | float]:
         return {
@@ -108,6 +115,8 @@ class EndpointStats:
             "jitter_ms": round(self.jitter_ms, 1),
             "late": self.late,
             "filled_ms": round(self.filled_ms, 1),
+            "skipped_ticks": self.skipped_ticks,
+            "backlog": self.backlog,
         }
 
 
@@ -282,22 +291,31 @@ class RtpEndpoint:
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._stream = RtpStreamTx(None, self.payload_type, rng=self._rng)
+        self._decode = g711.decoder(self.codec)
+        self._encode = g711.encoder(self.codec)
+        self._silence = g711.silence(self.codec, self.frame_samples)
         self._jitter = JitterBuffer(
             self.frame_samples,
             decode=partial(g711.decode, self.codec),
             payload_type=self.payload_type,
             target_ms=s.jitter_target_ms,
         )
+        self._deliver_ticks = max(0, math.ceil(s.deliver_ms / s.ptime)) if s.deliver_ms > 0 else 0
+        self._deliver_countdown = self._deliver_ticks
         self._dtmf_rx = DtmfReceiver()
         inband = s.inband_dtmf if s.inband_dtmf is not None else s.telephone_event_pt is None
         self._inband_rx = DtmfDetector(RATE) if inband else None
         self._rx_stats: dict[int, ReceiverStats] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._send_errors = 0
+        self._backlog = 0  # datagrams still queued in the socket at close
         self._task: asyncio.Task[None] | None = None
         self._sdp_remote: Address | None = None
         self._latched: Address | None = None
         self._latched_ssrc: int | None = None
-        self._closed = False
+        self._closed = False  # close() has begun: nothing more is sent
+        self._rx_done = False  # close() has read the socket out: nothing more is received
         self.local_port = 0
         # outgoing digits
         self._digits: deque[tuple[str, int]] = deque()
@@ -336,17 +354,30 @@ class RtpEndpoint:
         return self.local_port
 
     async def _bind(self, port: int) -> bool:
-        """Bind ``port``; False when it is taken (or not ours to use)."""
+        """Bind ``port``; False when it is taken (or not ours to use).
+
+        The socket is ours (the transport only reads it), so a packet is sent with one plain
+        ``sendto`` instead of going through the transport's buffering checks.
+        """
         loop = asyncio.get_running_loop()
+        host = self.settings.local_host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(self.settings.local_host, port)
-            )
+            sock.setblocking(False)
+            sock.bind((host, port))
         except OSError as exc:
+            sock.close()
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
             return False
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         self._transport = transport
+        self._sock = sock
         self.local_port = port
         return True
 
@@ -409,6 +440,8 @@ class RtpEndpoint:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._drain_socket()
+        self._rx_done = True
         self._deliver(self._jitter.flush())
         if self._transport is not None:
             self._transport.close()
@@ -421,6 +454,14 @@ class RtpEndpoint:
             " ".join(f"{k}={v}" for k, v in st.log_fields().items()),
         )
         return st
+
+    @property
+    def stream_starts(self) -> int:
+        """How often the received audio started afresh: its first packet, then each new SSRC or
+        timestamp jump the jitter buffer resynchronised on.  Between two starts, the audio given to
+        ``on_audio`` follows the sender's RTP clock (gaps filled); across a start it does not, and a
+        caller that keeps audio on a wall-clock timeline re-aligns there."""
+        return self._jitter.streams
 
     @property
     def stats(self) -> EndpointStats:
@@ -441,15 +482,32 @@ class RtpEndpoint:
             digits_in=self._digits_in,
             digits_out=self._digits_out,
             skipped_ticks=self._skipped_ticks,
+            backlog=self._backlog,
         )
 
     # -- receive -----------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address) -> None:
         """Handle one datagram from ``addr`` (called by the socket protocol)."""
-        if self._closed:
-            return
+        if not self._rx_done:
+            self._receive(data, addr)
+
+    def _receive(self, data: bytes, addr: Address) -> None:
         now = self._now()
+        plain = parse_plain(data)
+        if plain is not None and plain[0] == self.payload_type and addr == self._latched:
+            # the per-packet path: audio of the latched stream with a bare 12-octet header
+            _, seq, ts, ssrc, _ = plain
+            if ssrc == self._latched_ssrc:
+                self._packets_in += 1
+                stats = self._rx_stats.get(ssrc)
+                if stats is None:
+                    stats = self._rx_stats[ssrc] = ReceiverStats(RATE)
+                stats.update_fields(ssrc, seq, ts, now)
+                self._jitter.push_audio(ssrc, seq, ts, self._decode(data[12:]), now)
+                if not self._deliver_ticks:
+                    self._deliver(self._jitter.pop_ready(now))
+                return
         if is_rtcp(data):
             self._rtcp_in += 1
             try:
@@ -475,11 +533,29 @@ class RtpEndpoint:
             stats = self._rx_stats[packet.ssrc] = ReceiverStats(RATE)
         stats.update(packet, now, timing=pt == self.payload_type)
         if pt == self.telephone_event_pt:
-            for digit in self._dtmf_rx.feed(packet):
+            digits = self._dtmf_rx.feed(packet)
+            if digits:
+                self._deliver(self._jitter.pop_ready(now))  # the audio before the key goes first
+            for digit in digits:
                 self._digit_received(digit)
         else:
             self._jitter.push(packet, now)
-            self._deliver(self._jitter.pop_ready(now))
+            if not self._deliver_ticks:
+                self._deliver(self._jitter.pop_ready(now))
+
+    def _drain_socket(self) -> None:
+        """At close: take what the kernel still holds for us (sent before the hang-up, not yet read
+        because the event loop was busy), so the end of a recording is not lost under load."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(MAX_DRAIN_AT_CLOSE):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except OSError:  # BlockingIOError: nothing left
+                return
+            self._backlog += 1
+            self._receive(data, (str(addr[0]), int(addr[1])))
 
     def _accept_source(self, packet: RtpPacket, addr: Address) -> bool:
         if self._latched is None or addr == self._latched:
@@ -496,15 +572,18 @@ class RtpEndpoint:
         return False
 
     def _deliver(self, frames: list[Frame]) -> None:
-        for frame in frames:
-            if self._inband_rx is not None:
-                for digit in self._inband_rx.process(frame.pcm):
-                    self._digit_received(digit)
-            if self.on_audio is not None:
-                try:
-                    self.on_audio(frame.pcm)
-                except Exception:
-                    log.exception("event=rtp.on_audio_failed port=%d", self.local_port)
+        """Hand released frames over as one block (one ``on_audio`` call)."""
+        if not frames:
+            return
+        pcm = frames[0].pcm if len(frames) == 1 else np.concatenate([f.pcm for f in frames])
+        if self._inband_rx is not None:
+            for digit in self._inband_rx.process(pcm):
+                self._digit_received(digit)
+        if self.on_audio is not None:
+            try:
+                self.on_audio(pcm)
+            except Exception:
+                log.exception("event=rtp.on_audio_failed port=%d", self.local_port)
 
     def _digit_received(self, digit: str) -> None:
         self._digits_in += 1
@@ -546,6 +625,8 @@ class RtpEndpoint:
             return None
         if block is None:
             return None
+        if type(block) is np.ndarray and block.dtype == np.int16 and block.shape == (n,):
+            return block
         pcm = np.asarray(block).reshape(-1)
         if pcm.dtype != np.int16:
             pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
@@ -554,13 +635,41 @@ class RtpEndpoint:
         return pcm
 
     def _tick(self, now: float) -> None:
-        """One ptime: release received audio, send one packet."""
-        self._deliver(self._jitter.pop_ready(now))
+        """One ptime: release received audio (every ``deliver_ms``), send one packet."""
+        if self._deliver_ticks:
+            self._deliver_countdown -= 1
+            if self._deliver_countdown <= 0:
+                self._deliver_countdown = self._deliver_ticks
+                self._deliver(self._jitter.pop_ready(now))
+        else:
+            self._deliver(self._jitter.pop_ready(now))
         dest = self.remote
         if dest is None or self._transport is None:
             return
         n = self.frame_samples
         pcm = self._pull(n)
+        if self._digits or self._event or self._inband_tx or self._gap_ticks:
+            self._tick_digits(pcm, dest)
+            return
+        payload = self._encode(pcm) if pcm is not None else self._silence
+        self._send(self._stream.packet_bytes(payload, n), dest)
+
+    def _send(self, data: bytes, dest: Address) -> None:
+        sock = self._sock
+        if sock is None:  # a transport made elsewhere (tests)
+            assert self._transport is not None
+            self._transport.sendto(data, dest)
+            return
+        try:
+            sock.sendto(data, dest)
+        except OSError as exc:  # full send buffer, unreachable: RTP is loss-tolerant, drop it
+            self._send_errors += 1
+            if self._send_errors == 1:
+                log.info("event=rtp.send_failed port=%d error=%s", self.local_port, exc)
+
+    def _tick_digits(self, pcm: Pcm | None, dest: Address) -> None:
+        """A tick while outgoing digits are queued or playing."""
+        n = self.frame_samples
         if not self._event and not self._inband_tx and self._digits and self._gap_ticks == 0:
             self._start_digit()
         if self._event:
@@ -578,15 +687,14 @@ class RtpEndpoint:
                 self._event = []
                 self._stream.mark_next()
                 self._gap_ticks = math.ceil(DIGIT_GAP_MS / self.settings.ptime)
-        else:
-            if self._inband_tx:
-                pcm = self._inband_tx.popleft()
-            elif self._gap_ticks:
-                self._gap_ticks -= 1
-            payload = g711.encode(self.codec, pcm) if pcm is not None else g711.silence(self.codec, n)
-            self._transport.sendto(self._stream.packet_bytes(payload, n), dest)
+            self._send(packet.serialize(), dest)
             return
-        self._transport.sendto(packet.serialize(), dest)
+        if self._inband_tx:
+            pcm = self._inband_tx.popleft()
+        elif self._gap_ticks:
+            self._gap_ticks -= 1
+        payload = self._encode(pcm) if pcm is not None else self._silence
+        self._send(self._stream.packet_bytes(payload, n), dest)
 
     def _start_digit(self) -> None:
         digit, duration_ms = self._digits.popleft()

@@ -8,13 +8,14 @@ the broker.
 """
 
 from ums.pipeline.app import PipelineContext, configure, current, make_app, reset
-from ums.pipeline.tasks import process_message, resume, submit, sweep
+from ums.pipeline.tasks import process_chain, process_message, resume, submit, sweep
 
 __all__ = [
     "PipelineContext",
     "configure",
     "current",
     "make_app",
+    "process_chain",
     "process_message",
     "reset",
     "resume",

@@ -1,8 +1,8 @@
-"""The pipeline tasks: encode -> compose -> deliver -> notify, one chain per message.
+"""The pipeline tasks: encode -> compose -> deliver -> notify, one task per message.
 
 What it does
 ------------
-``submit(message_id)`` queues the chain for a stored message and returns at
+``submit(message_id)`` queues the work for a stored message and returns at
 once; it never raises because the broker is away (it logs and returns False —
 the message index is the source of truth and ``sweep`` queues it again).
 ``sweep(now)`` queues every delivery the index says is due: at server start
@@ -24,8 +24,17 @@ The tasks, each small, idempotent and keyed by the message id:
 
 How it works
 ------------
-Each task returns the message id for the next one, or None to stop the chain
-(nothing to do: unknown, already delivered, held by another worker).
+``submit`` queues one ``process`` task, which runs the four steps one after
+the other in the same invocation (:func:`run_process`): one trip through the
+queue per message instead of four (each trip costs a published, fsynced queue
+file and up to one polling interval; measured in docs/BENCHMARKS.md).  The
+steps stay separate functions with the same checks, so a step whose output
+exists is skipped, and a retried ``process`` (after a temporary delivery
+failure) goes straight to ``deliver``.  The four single-step tasks stay
+registered and chain as before (``process_chain``): messages queued by an
+older version still run.  Each step returns the message id for the next one,
+or None to stop (nothing to do: unknown, already delivered, held by another
+worker).
 
 Exactly-once is the index's business, not the broker's: ``deliver`` first
 ``claim``s the record (a lease of 10 x ``smtp_timeout``, at least 2 min), and
@@ -72,7 +81,9 @@ __all__ = [
     "DELIVER",
     "ENCODE",
     "NOTIFY",
+    "PROCESS",
     "DeliverOutcome",
+    "process_chain",
     "process_message",
     "register_tasks",
     "resume",
@@ -80,6 +91,7 @@ __all__ = [
     "run_deliver",
     "run_encode",
     "run_notify",
+    "run_process",
     "submit",
     "sweep",
 ]
@@ -90,6 +102,7 @@ ENCODE = "ums.pipeline.encode"
 COMPOSE = "ums.pipeline.compose"
 DELIVER = "ums.pipeline.deliver"
 NOTIFY = "ums.pipeline.notify"
+PROCESS = "ums.pipeline.process"
 
 #: a retry that arrives this early still counts as due (clocks of several machines in Redis mode)
 DUE_TOLERANCE = timedelta(seconds=5)
@@ -237,9 +250,28 @@ def run_notify(ctx: PipelineContext, message_id: str | None) -> None:
     log.info(kv("pipeline.delivered", id=record.id, owner=record.owner, via=ctx.via, kind=record.kind))
 
 
+def run_process(ctx: PipelineContext, message_id: str | None) -> DeliverOutcome:
+    """encode -> compose -> deliver -> notify for one message, in this call (the ``process`` task)."""
+    mid = run_compose(ctx, run_encode(ctx, message_id))
+    if mid is None:
+        return DeliverOutcome("skip")
+    outcome = run_deliver(ctx, mid)
+    if outcome.result == "delivered":
+        run_notify(ctx, mid)
+    return outcome
+
+
 # -- Celery ------------------------------------------------------------------------------------------
 def register_tasks(app: Celery) -> None:
-    """Add the four tasks to ``app`` (called by :func:`ums.pipeline.app.make_app`)."""
+    """Add the tasks to ``app`` (called by :func:`ums.pipeline.app.make_app`)."""
+
+    @app.task(name=PROCESS, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
+    def process(self: Any, message_id: str | None) -> None:
+        outcome = run_process(current(), message_id)
+        if outcome.result == "retry" and not self.request.is_eager:
+            # the attempt is booked in the index; encode and compose find their files next time.
+            # Eager (tests): no retry in-line, the sweep picks the message up when it is due.
+            raise self.retry(countdown=outcome.retry_in, max_retries=None)
 
     @app.task(name=ENCODE, shared=False)  # type: ignore[untyped-decorator]
     def encode(message_id: str | None) -> str | None:
@@ -264,7 +296,13 @@ def register_tasks(app: Celery) -> None:
 
 
 def process_message(message_id: str, app: Celery | None = None) -> Signature:
-    """The chain encode -> compose -> deliver -> notify for one message (not yet sent)."""
+    """The ``process`` task for one message (not yet sent): all four steps in one queue trip."""
+    a = app if app is not None else current().app
+    return a.signature(PROCESS, args=(message_id,))
+
+
+def process_chain(message_id: str, app: Celery | None = None) -> Signature:
+    """The four steps as a chain of single-step tasks, one queue trip each (not yet sent)."""
     a = app if app is not None else current().app
     return chain(
         a.signature(ENCODE, args=(message_id,)),
@@ -296,7 +334,7 @@ def sweep(now: datetime | None = None, *, min_age: float = 0.0, limit: int | Non
     """Queue every delivery that is due (and at least ``min_age`` seconds overdue); returns how many.
 
     The server calls ``sweep()`` at start and ``sweep(min_age=60)`` every minute: messages whose
-    chain is still on its way through the queue are not queued a second time.  Stops at the first
+    task is still on its way through the queue are not queued a second time.  Stops at the first
     message the broker does not take.
     """
     ctx = current()

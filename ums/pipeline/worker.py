@@ -9,7 +9,8 @@ ums.pipeline.worker --config FILE [--data-dir DIR]`` does the same from the
 command line (``ums worker`` calls ``run_worker`` too).
 
 ``spawn_embedded_workers(config, config_path, data_dir, n)`` starts ``n``
-worker processes for ``ums serve`` and ``stop_workers(procs, timeout)`` stops
+worker processes for ``ums serve`` (threads pool, ``EMBEDDED_CONCURRENCY`` tasks
+at once each) and ``stop_workers(procs, timeout)`` stops
 them (SIGTERM, SIGKILL after the timeout).
 
 Scale-out with Redis (``[pipeline] broker = "redis://host:6379/0"``): run
@@ -65,6 +66,9 @@ log = logging.getLogger("ums.pipeline")
 
 #: seconds between two looks at the parent process
 PARENT_CHECK_INTERVAL = 0.5
+#: tasks at once in each embedded worker (threads pool): while one message waits for fsync or for
+#: the SMTP server's answers, others are composed and sent (docs/BENCHMARKS.md, voicemail load)
+EMBEDDED_CONCURRENCY = 4
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -119,9 +123,16 @@ def run_worker(
 
 
 def spawn_embedded_workers(
-    config: Config, config_path: str | Path, data_dir: str | Path, n: int, *, loglevel: str | None = None
+    config: Config,
+    config_path: str | Path,
+    data_dir: str | Path,
+    n: int,
+    *,
+    loglevel: str | None = None,
+    concurrency: int = EMBEDDED_CONCURRENCY,
 ) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` worker processes (``python -m ums.pipeline.worker``) for ``ums serve``.
+    """Start ``n`` worker processes (``python -m ums worker``) for ``ums serve``, each running
+    ``concurrency`` tasks at once.
 
     Hands back every delivery lease first: call it before the server submits anything, while no
     worker of this data directory runs.  The children log to this process's stderr.
@@ -152,6 +163,8 @@ def spawn_embedded_workers(
         str(os.getpid()),
         "--log-level",
         loglevel or config.server.log_level,
+        "--concurrency",
+        str(max(1, concurrency)),
     ]
     procs: list[subprocess.Popen[bytes]] = []
     for i in range(n):

@@ -7,6 +7,7 @@ call and drains what it produces:
 
 * ``tx(n)`` -> the next ``n`` samples to send: the greeting, a short pause, the beep, then silence
   (and, once the recording has ended by itself, the goodbye prompt when one was given);
+  ``tx_active(n)`` is the same but returns None for silence;
 * ``rx(pcm)``: the caller's decoded audio, in order. Ignored until the end of the beep, recorded
   from there on;
 * ``digit(d)``: a DTMF key (RFC 4733, SIP INFO or in-band). A skip key (``*``) during the greeting
@@ -16,7 +17,8 @@ call and drains what it produces:
 * ``events()`` -> :class:`RecordingStarted`, :class:`RecordingFinished`,
   :class:`RecordingDiscarded`, :class:`HangupRequested`, :class:`DigitReceived`;
 * ``take_recorded()`` -> the recorded samples that are final, to stream to a file. A recording that
-  ends up discarded never hands out a sample, so nothing has to be deleted.
+  ends up discarded never hands out a sample, so nothing has to be deleted. ``has_output`` tells
+  whether events or samples wait, so a shell can skip draining after most ``tx`` calls.
 
 The recording ends on hang-up, on ``#``, after ``silence_timeout`` seconds below the silence
 threshold, or at ``max_length``. The trailing silence that triggered the timeout and the last
@@ -276,6 +278,16 @@ class VoicemailSession:
     # -- inputs ----------------------------------------------------------------------------------
     def tx(self, n: int) -> Pcm:
         """The next ``n`` samples to send (always ``n``; silence when nothing is to be played)."""
+        out = self.tx_active(n)
+        return out if out is not None else np.zeros(n, dtype=np.int16)
+
+    def tx_active(self, n: int) -> Pcm | None:
+        """As :meth:`tx`, but None instead of ``n`` zeros when nothing is being played (most of a
+        call: the recording), so the sender can use its encoded silence."""
+        if not self._script:
+            self._tx_pos += n
+            self._check_stall()
+            return None
         out = np.zeros(n, dtype=np.int16)
         filled = 0
         while self._script and (filled < n or len(self._script[0][1]) == self._offset):
@@ -350,6 +362,11 @@ class VoicemailSession:
         out = self._out[0] if len(self._out) == 1 else np.concatenate(self._out)
         self._out = []
         return out
+
+    @property
+    def has_output(self) -> bool:
+        """Events or recorded samples are waiting (``events`` / ``take_recorded`` have work)."""
+        return bool(self._events or self._out)
 
     @property
     def finished(self) -> bool:

@@ -202,3 +202,24 @@ def test_variable_packet_sizes_30ms() -> None:
     packets[4], packets[5] = packets[5], packets[4]
     out = pcm_of(run(JitterBuffer(), packets))
     np.testing.assert_array_equal(out, g711.decode("PCMU", payload))
+
+
+def test_push_audio_equals_push_and_counts_stream_starts() -> None:
+    a, pcm_a = make_stream(12, ssrc=1, seed=5)
+    b, pcm_b = make_stream(6, ssrc=2, seed=6, ts0=123, seq0=9)
+    order = [*a[:4], a[5], a[4], *a[6:], *b]
+    by_packet, by_fields = JitterBuffer(), JitterBuffer()
+    decode = g711.decoder("PCMA")
+    out_p: list[Frame] = []
+    out_f: list[Frame] = []
+    for i, p in enumerate(order):
+        by_packet.push(p, now=0.02 * i)
+        by_fields.push_audio(p.ssrc, p.sequence, p.timestamp, decode(p.payload), now=0.02 * i)
+        out_p += by_packet.pop_ready(0.02 * i)
+        out_f += by_fields.pop_ready(0.02 * i)
+    out_p += by_packet.flush()
+    out_f += by_fields.flush()
+    np.testing.assert_array_equal(pcm_of(out_f), np.concatenate([pcm_a, pcm_b]))
+    np.testing.assert_array_equal(pcm_of(out_f), pcm_of(out_p))
+    assert [f.timestamp for f in out_f] == [f.timestamp for f in out_p]
+    assert by_fields.streams == by_packet.streams == 2 and by_fields.resyncs == 1

@@ -17,6 +17,7 @@ from ums.media.rtp import (
     RtpPacket,
     RtpStreamTx,
     is_rtcp,
+    parse_plain,
     parse_rtcp,
     seq_diff,
     seq_lt,
@@ -221,3 +222,24 @@ def test_packet_bytes_equals_the_serialised_packet() -> None:
     a.skip(160)
     assert a.packet_bytes(b"x", 1) == b.packet(b"x", 1).serialize()  # marker after a skip
     assert (a.sequence, a.timestamp, a.packets_sent) == (b.sequence, b.timestamp, b.packets_sent)
+
+
+def test_parse_plain_reads_bare_headers_and_declines_the_rest() -> None:
+    pkt = RtpPacket(8, 513, 160_000, 0xCAFE0001, True, b"\xd5" * 160)
+    assert parse_plain(pkt.serialize()) == (8, 513, 160_000, 0xCAFE0001, True)
+    assert parse_plain(RtpPacket(0, 1, 2, 3, False, b"\xff").serialize()) == (0, 1, 2, 3, False)
+    for data in (WITH_CSRC, WITH_EXTENSION, WITH_PADDING, pkt.serialize()[:12], b"\x80"):
+        assert parse_plain(data) is None  # CSRC, extension, padding, no payload, truncated
+    rr = struct.pack("!BBHI", 0x80, 201, 1, 77)  # RTCP RR without report blocks: never audio
+    assert parse_plain(rr + b"\x00") is None
+
+
+def test_receiver_stats_update_fields_equals_update() -> None:
+    a, b = ReceiverStats(), ReceiverStats()
+    rng = random.Random(5)
+    for i in range(200):
+        seq = (60_000 + i + rng.choice((0, 0, 0, 1, -1))) & 0xFFFF
+        pkt = RtpPacket(8, seq, (i * 160) & 0xFFFFFFFF, 9)
+        arrival = 0.02 * i + rng.uniform(0, 0.01)
+        assert a.update(pkt, arrival) == b.update_fields(9, seq, pkt.timestamp, arrival)
+    assert (a.expected, a.lost, a.jitter) == (b.expected, b.lost, b.jitter)

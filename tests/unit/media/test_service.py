@@ -294,3 +294,60 @@ def test_pool_skips_a_port_held_by_someone_else() -> None:
             await ep.close()
 
     asyncio.run(main())
+
+
+# -- delivery in blocks, digits in order, the tail at close --------------------------------------
+
+
+def test_audio_is_delivered_in_blocks_on_the_ticks_and_before_each_digit() -> None:
+    got: list[tuple[str, int]] = []
+    clock = [0.0]
+    ep = RtpEndpoint(
+        RtpSettings(codec="PCMA", deliver_ms=100),
+        on_audio=lambda pcm: got.append(("audio", len(pcm))),
+        on_digit=lambda d: got.append(("digit", ord(d))),
+        clock=lambda: clock[0],
+    )
+    ep._schedule = TxSchedule(0.0, 0.02, 3)  # ticks without a socket (nothing is sent: no remote)
+    pkts, expected = audio_packets(40)
+    for i in range(30):
+        clock[0] = 0.02 * i
+        ep.receive_datagram(pkts[i], PEER)
+        ep.on_clock(clock[0])
+    # one block per 100 ms (5 ticks), each what the jitter buffer had released by then
+    blocks = [n for kind, n in got if kind == "audio"]
+    assert len(blocks) == 6 and set(blocks[1:]) == {800}
+    events = [p.serialize() for p in dtmf_packets("5", ssrc=77, sequence=40, timestamp=30 * 160)]
+    for i, data in enumerate(events):
+        clock[0] = 0.6 + 0.001 * i
+        ep.receive_datagram(data, PEER)
+    # the digit came after the audio received before it (the jitter buffer's depth aside)
+    assert got[-1] == ("digit", ord("5")) and got[-2][0] == "audio"
+    held = sum(n for kind, n in got if kind == "audio")
+    assert held == 30 * 160 - ep.settings.jitter_target_ms * 8
+    for i in range(30, 40):
+        ep.receive_datagram(pkts[i], PEER)
+    asyncio.run(ep.close())
+    assert sum(n for kind, n in got if kind == "audio") == len(expected)
+    assert ep.stream_starts == 1
+
+
+def test_close_reads_what_the_socket_still_holds() -> None:
+    async def main() -> None:
+        audio: list[npt.NDArray[np.int16]] = []
+        ep = RtpEndpoint(
+            RtpSettings(codec="PCMA", local_host="127.0.0.1", port_min=31000, port_max=31999),
+            on_audio=audio.append,
+        )
+        port = await ep.open()
+        pkts, expected = audio_packets(25)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for data in pkts:
+                tx.sendto(data, ("127.0.0.1", port))
+            # closed before the event loop read them (it may read one or two while close() waits
+            # for the send task): close() still gets them all
+            stats = await ep.close()
+        assert stats.backlog >= 20 and stats.packets_in == 25
+        np.testing.assert_array_equal(np.concatenate(audio), expected)
+
+    asyncio.run(main())

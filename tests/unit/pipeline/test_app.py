@@ -11,7 +11,17 @@ from kombu import Connection
 
 from tests.unit.pipeline.helpers import free_port, make_config, setup_env
 from ums.pipeline.app import QUEUE, SpoolQueueTransport, configure, current, make_app, queue_dirs, reset
-from ums.pipeline.tasks import COMPOSE, DELIVER, ENCODE, NOTIFY, process_message, submit, sweep
+from ums.pipeline.tasks import (
+    COMPOSE,
+    DELIVER,
+    ENCODE,
+    NOTIFY,
+    PROCESS,
+    process_chain,
+    process_message,
+    submit,
+    sweep,
+)
 
 
 def test_embedded_broker_settings(tmp_path: Path) -> None:
@@ -29,7 +39,7 @@ def test_embedded_broker_settings(tmp_path: Path) -> None:
     assert conf.task_ignore_result and conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1 and conf.broker_connection_retry_on_startup
     assert conf.task_serializer == "json" and conf.task_default_queue == QUEUE
-    assert {ENCODE, COMPOSE, DELIVER, NOTIFY} <= set(app.tasks)
+    assert {PROCESS, ENCODE, COMPOSE, DELIVER, NOTIFY} <= set(app.tasks)
 
 
 def test_redis_broker_settings(tmp_path: Path) -> None:
@@ -41,11 +51,13 @@ def test_redis_broker_settings(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "queue").exists()
 
 
-def test_chain_order(tmp_path: Path) -> None:
+def test_one_task_per_message_and_the_chain_order(tmp_path: Path) -> None:
     configure(make_config(tmp_path / "data"))
     sig = process_message("ab" * 16)
-    assert [t.name for t in sig.tasks] == [ENCODE, COMPOSE, DELIVER, NOTIFY]
-    assert sig.tasks[0].args == ("ab" * 16,)
+    assert (sig.task, sig.args) == (PROCESS, ("ab" * 16,))
+    steps = process_chain("ab" * 16)
+    assert [t.name for t in steps.tasks] == [ENCODE, COMPOSE, DELIVER, NOTIFY]
+    assert steps.tasks[0].args == ("ab" * 16,)
 
 
 def test_submit_writes_one_message_file_atomically(tmp_path: Path) -> None:
@@ -55,13 +67,13 @@ def test_submit_writes_one_message_file_atomically(tmp_path: Path) -> None:
     [name] = [p.name for p in folder.iterdir()]
     assert name.endswith(f".{QUEUE}.msg") and not name.startswith(".")
     payload = json.loads((folder / name).read_text())
-    assert payload["headers"]["task"] == ENCODE
+    assert payload["headers"]["task"] == PROCESS
     # a consumer takes it exactly once, via processed/
     with Connection("filesystem://", transport=SpoolQueueTransport,
                     transport_options=ctx.app.conf.broker_transport_options) as conn:  # fmt: skip
         queue = conn.SimpleQueue(QUEUE)
         msg = queue.get(timeout=1)
-        assert msg.headers["task"] == ENCODE
+        assert msg.headers["task"] == PROCESS
         msg.ack()
         with pytest.raises(queue.Empty):
             queue.get(block=False)

@@ -12,7 +12,7 @@ import pytest
 from tests.unit.pipeline.helpers import Env, setup_env
 from ums.pipeline import deliver as deliver_mod
 from ums.pipeline.deliver import ensure_composed, send_mail
-from ums.pipeline.tasks import process_message, run_deliver, sweep
+from ums.pipeline.tasks import process_chain, process_message, run_deliver, run_process, sweep
 
 
 def read(path: Path) -> EmailMessage:
@@ -158,3 +158,15 @@ def test_sweep_min_age_leaves_fresh_messages_to_their_chain(env: Env) -> None:
     assert sweep(min_age=60.0) == 1
     stored = env.ctx.index.get(rec.id)
     assert stored is not None and stored.delivery == "delivered"
+
+
+def test_the_single_task_and_the_old_chain_deliver_the_same_way(env: Env) -> None:
+    one, two = env.store(), env.store()
+    process_message(one.id).apply_async()  # one queue trip: all four steps in one invocation
+    process_chain(two.id).apply_async()  # a message queued by an older version: four trips
+    assert len(env.maildir("alice@example.com")) == 2
+    for rec in (one, two):
+        stored = env.ctx.index.get(rec.id)
+        assert stored is not None and (stored.delivery, stored.attempts) == ("delivered", 1)
+    assert run_process(env.ctx, one.id).result == "skip"  # again: nothing to do
+    assert len(env.maildir("alice@example.com")) == 2

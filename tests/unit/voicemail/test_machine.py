@@ -499,3 +499,25 @@ def test_pound_arriving_before_its_audio() -> None:
     digit_at = START + len(speech) - 480  # 60 ms before the tone reaches the recording
     run = drive(VoicemailSession(GREETING), rx, digits={digit_at: "#"})
     assert np.array_equal(run.recorded, rx[START : digit_at - round(SETTINGS.digit_trim * RATE)])
+
+
+def test_tx_active_is_tx_with_none_for_silence() -> None:
+    a, b = VoicemailSession(GREETING), VoicemailSession(GREETING)
+    speech = (np.random.default_rng(8).standard_normal(4 * RATE) * 3000).astype(np.int16)
+    nones = 0
+    for k in range(4 * RATE // FRAME):
+        full = a.tx(FRAME)
+        part = b.tx_active(FRAME)
+        if part is None:
+            nones += 1
+            assert not full.any()
+        else:
+            np.testing.assert_array_equal(part, full)
+        block = speech[k * FRAME : (k + 1) * FRAME]
+        a.rx(block)
+        b.rx(block)
+        assert a.has_output == b.has_output
+        np.testing.assert_array_equal(a.take_recorded(), b.take_recorded())
+        assert a.events() == b.events()
+        assert not b.has_output
+    assert nones == (4 * RATE - START) // FRAME  # silent once the beep is over
