@@ -86,9 +86,16 @@ from ums.sip.message import (
     SipParseError,
     canonical_name,
     parse_message,
-    split_header_values,
 )
 from ums.sip.registration import ClientAuth, Registration, RegStep
+from ums.sip.responses import (
+    ALLOW,
+    LocalParty,
+    replace_top_via,
+    salvage_headers,
+    sanitize_phrase,
+    stamp_via,
+)
 from ums.sip.timers import TimerSettings
 from ums.sip.transaction import (
     ClientTransaction,
@@ -98,20 +105,17 @@ from ums.sip.transaction import (
     client_key,
     server_key,
 )
-from ums.sip.uri import NameAddr, SipUri, Via, new_branch, new_call_id, new_tag
+from ums.sip.uri import NameAddr, SipUri, Via, new_call_id, new_tag
 
 __all__ = ["ALLOW", "APP_ANSWER_TIMEOUT", "REINVITE_TIMEOUT", "Addr", "UaSettings", "UserAgent"]
 
 log = logging.getLogger("ums.sip")
 
 #: Methods we implement (RFC 3261 §20.5 Allow).
-ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
 #: Methods we know but do not implement: 405 (RFC 3261 §21.4.6), the rest get 501 (§21.5.2).
 KNOWN_UNSUPPORTED = frozenset(
     {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "UPDATE", "PRACK", "PUBLISH"}
 )
-#: Body types we accept (OPTIONS Accept, RFC 3261 §11.2).
-ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
 #: Seconds the application has to answer a re-INVITE before we answer 500 ourselves.
 REINVITE_TIMEOUT = 8.0
 #: Seconds the application has to answer a ``RequestReceived`` before we answer 500 ourselves
@@ -127,8 +131,6 @@ _CONTACT_IN_2XX = frozenset({"SUBSCRIBE", "REFER"})
 #: events 10/11 are * and # (RFC 4733 numbering), 12-15 A-D.
 _DTMF_CODES = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}
 _SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*(\S+)\s*$")
-_REQUEST_LINE_RE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP/\d+\.\d+$")
-_PHRASE_RE = re.compile(r"[^\x20-\x7e]")
 
 
 @dataclass(frozen=True)
@@ -216,11 +218,6 @@ class _OutRequest:
 _Timed = ClientTransaction | ServerTransaction | _Call | Registration | _AppRequest
 
 
-def _sanitize_phrase(text: str) -> str:
-    phrase = _PHRASE_RE.sub(" ", text).strip()[:100]
-    return phrase or "Bad Request"
-
-
 def _dtmf_digit(request: Request) -> str | None:
     ctype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     body = request.body.decode("latin-1", "replace")
@@ -244,6 +241,7 @@ class UserAgent:
         self.settings = settings
         self.timers = settings.timers
         self.rng = rng if rng is not None else random.Random()
+        self.local = LocalParty(settings.host, settings.ports, settings.user_agent, self.rng)
         self._out: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
         self._ctx: dict[TxKey, ClientTransaction] = {}
@@ -255,8 +253,6 @@ class UserAgent:
         self._scheduled: dict[tuple[str, object], float] = {}
         self._seq = 0
         self._now = 0.0
-        self._accepted: frozenset[str] = frozenset()
-        self._allow_events: tuple[str, ...] = ()
         self._app_requests: dict[str, _AppRequest] = {}
         self._out_requests: dict[str, _OutRequest] = {}
         self._handles = 0
@@ -264,7 +260,7 @@ class UserAgent:
             if account.register:
                 self._regs[account.name] = Registration(
                     account,
-                    self._contact_uri(account.transport, self._aor_user(account)),
+                    self.local.contact_uri(account.transport, self._aor_user(account)),
                     settings.host,
                     self.rng,
                 )
@@ -334,7 +330,7 @@ class UserAgent:
             log.debug(kv("sip.ring_ignored", call_id=call_id))
             return
         tx = call.invite_tx
-        resp = self._response(tx.request, 180, "Ringing", to_tag=call.local_tag, dialog_creating=True)
+        resp = self.local.response(tx.request, 180, "Ringing", to_tag=call.local_tag, dialog_creating=True)
         tx.respond(resp, self._now)
         self._after_stx(tx)
 
@@ -344,7 +340,9 @@ class UserAgent:
             log.debug(kv("sip.answer_ignored", call_id=call_id))
             return
         tx = call.invite_tx
-        resp = self._response(tx.request, 200, "OK", to_tag=call.local_tag, dialog_creating=True, body=sdp)
+        resp = self.local.response(
+            tx.request, 200, "OK", to_tag=call.local_tag, dialog_creating=True, body=sdp
+        )
         tx.respond(resp, now)
         self._after_stx(tx)
         call.invite_tx = None
@@ -361,7 +359,7 @@ class UserAgent:
             log.debug(kv("sip.reject_ignored", call_id=call_id))
             return
         tx = call.invite_tx
-        resp = self._response(tx.request, status, _sanitize_phrase(reason), to_tag=call.local_tag)
+        resp = self.local.response(tx.request, status, sanitize_phrase(reason), to_tag=call.local_tag)
         for name, value in headers:
             resp.headers.add(name, value)
         tx.respond(resp, now)
@@ -374,7 +372,9 @@ class UserAgent:
             return
         if call.state is CallState.INCOMING and call.invite_tx is not None:
             tx = call.invite_tx
-            tx.respond(self._response(tx.request, 480, "Temporarily Unavailable", to_tag=call.local_tag), now)
+            tx.respond(
+                self.local.response(tx.request, 480, "Temporarily Unavailable", to_tag=call.local_tag), now
+            )
             self._after_stx(tx)
             self._drop_call(call)
         elif call.state is CallState.ANSWERED:
@@ -404,16 +404,16 @@ class UserAgent:
         tx = call.reinvite_tx
         call.reinvite_tx = None
         call.reinvite_deadline = None
-        resp = self._response(
+        resp = self.local.response(
             tx.request,
             status,
-            _sanitize_phrase(reason),
+            sanitize_phrase(reason),
             to_tag=call.local_tag,
             dialog_creating=False,
             body=sdp,
         )
         if 200 <= status < 300:
-            resp.headers.add("Contact", self._contact_value(tx.dest.transport))
+            resp.headers.add("Contact", self.local.contact_value(tx.dest.transport))
         tx.respond(resp, now)
         self._after_stx(tx)
         if 200 <= status < 300:
@@ -453,8 +453,8 @@ class UserAgent:
         h.add("To", str(NameAddr(ruri.without_headers())))
         h.add("Call-ID", call_id)
         h.add("CSeq", "1 INVITE")
-        h.add("Contact", self._contact_value(dest.transport, user))
-        h.add("Allow", self._allow_value())
+        h.add("Contact", self.local.contact_value(dest.transport, user))
+        h.add("Allow", self.local.allow_value())
         h.add("User-Agent", self.settings.user_agent)
         if sdp:
             h.add("Content-Type", "application/sdp")
@@ -481,8 +481,8 @@ class UserAgent:
         refused = wanted & _NOT_DELEGABLE
         if refused:
             raise ValueError(f"the user agent handles {', '.join(sorted(refused))} itself")
-        self._accepted = wanted
-        self._allow_events = tuple(dict.fromkeys(e.strip() for e in allow_events if e.strip()))
+        self.local.accepted = wanted
+        self.local.allow_events = tuple(dict.fromkeys(e.strip() for e in allow_events if e.strip()))
 
     def respond(
         self,
@@ -520,10 +520,10 @@ class UserAgent:
             app.to_tag = existing or to_tag or new_tag(self.rng)
         tag = app.to_tag
         wants_contact = request.method in _CONTACT_IN_2XX and 200 <= status < 300
-        resp = self._response(
+        resp = self.local.response(
             request,
             status,
-            _sanitize_phrase(reason),
+            sanitize_phrase(reason),
             to_tag=None if status == 100 else tag,
             dialog_creating=wants_contact and existing is None,
         )
@@ -531,7 +531,7 @@ class UserAgent:
         if any(canonical_name(name) == "Contact" for name, _ in extra):
             resp.headers.remove("Contact")
         elif wants_contact and "Contact" not in resp.headers:
-            resp.headers.add("Contact", self._contact_value(tx.dest.transport))
+            resp.headers.add("Contact", self.local.contact_value(tx.dest.transport))
         for name, value in extra:
             resp.headers.add(name, value)
         if body and content_type:
@@ -596,7 +596,7 @@ class UserAgent:
 
     def local_contact(self, transport: str = "udp", user: str = "ums") -> str:
         """Our Contact header value for ``transport`` (``<sip:user@host:port>``)."""
-        return self._contact_value(transport, user)
+        return self.local.contact_value(transport, user)
 
     # ================================================================== receiving
     def _receive(self, data: bytes, source: Addr, now: float) -> None:
@@ -611,10 +611,10 @@ class UserAgent:
             self._on_request(msg, source, now)
 
     def _reject_unparsable(self, data: bytes, source: Addr, exc: SipParseError) -> None:
-        reason = _sanitize_phrase(exc.reason)
+        reason = sanitize_phrase(exc.reason)
         self._emit(RequestRejected(source, reason))
         log.info(kv("sip.bad_message", source=str(source), reason=reason))
-        salvaged = _salvage_headers(data)
+        salvaged = salvage_headers(data)
         if salvaged is None:
             return
         vias, rest = salvaged
@@ -622,7 +622,7 @@ class UserAgent:
             top = Via.parse(vias[0])
         except SipParseError:
             return
-        top, dest = self._stamp_via(top, source)
+        top, dest = stamp_via(top, source)
         h = Headers()
         h.add("Via", str(top))
         for v in vias[1:]:
@@ -640,8 +640,10 @@ class UserAgent:
             msg = parse_message(data)
             if not isinstance(msg, Request) or msg.method == "ACK":
                 return
-            top, dest = self._stamp_via(Via.parse(msg.vias[0]), source)
-            resp = self._response(msg, 500, "Server Internal Error", to_tag=new_tag(self.rng), top_via=top)
+            top, dest = stamp_via(Via.parse(msg.vias[0]), source)
+            resp = self.local.response(
+                msg, 500, "Server Internal Error", to_tag=new_tag(self.rng), top_via=top
+            )
             self._out.append((resp.serialize(), dest))
         except Exception:
             log.debug(kv("sip.internal_error_unanswered", source=str(source)))
@@ -655,12 +657,12 @@ class UserAgent:
             SipUri.parse(request.uri)
         except SipParseError as exc:
             if request.method != "ACK":
-                self._reply_stateless(request, source, exc.status_hint, _sanitize_phrase(exc.reason))
+                self._reply_stateless(request, source, exc.status_hint, sanitize_phrase(exc.reason))
             else:
-                self._emit(RequestRejected(source, _sanitize_phrase(exc.reason)))
+                self._emit(RequestRejected(source, sanitize_phrase(exc.reason)))
             return
-        top, reply_to = self._stamp_via(top, source)
-        _replace_top_via(request, top)
+        top, reply_to = stamp_via(top, source)
+        replace_top_via(request, top)
         key = server_key(request)
 
         if request.method == "ACK":
@@ -688,14 +690,14 @@ class UserAgent:
         if method == "CANCEL":
             self._on_cancel(tx, source, now)
             return
-        if method in self._accepted:
+        if method in self.local.accepted:
             self._deliver(tx, source, now)
             return
         if method not in ALLOW and method not in KNOWN_UNSUPPORTED:
-            self._reply(tx, 501, "Not Implemented", source, now, [("Allow", self._allow_value())])
+            self._reply(tx, 501, "Not Implemented", source, now, [("Allow", self.local.allow_value())])
             return
         if method in KNOWN_UNSUPPORTED:
-            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self._allow_value())])
+            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self.local.allow_value())])
             return
         max_fwd = request.headers.get("Max-Forwards")
         if max_fwd is not None and max_fwd.strip() == "0":
@@ -707,7 +709,7 @@ class UserAgent:
         if method == "INVITE":
             self._on_new_invite(tx, from_na, source, now)
         elif method == "OPTIONS":
-            self._reply(tx, 200, "OK", None, now, self._capabilities())
+            self._reply(tx, 200, "OK", None, now, self.local.capabilities())
         else:  # BYE, INFO without a dialog
             self._reply(tx, 481, "Call/Transaction Does Not Exist", source, now)
 
@@ -744,7 +746,7 @@ class UserAgent:
         try:
             dialog = Dialog.as_uas(request, local_tag, source, local_cseq=self.rng.randrange(1, 2**16))
         except SipParseError as exc:
-            self._reply(tx, 400, _sanitize_phrase(exc.reason), source, now)
+            self._reply(tx, 400, sanitize_phrase(exc.reason), source, now)
             return
         call = _Call(call_id, False, CallState.INCOMING, source, request, local_tag, dialog=dialog)
         call.invite_tx = tx
@@ -775,7 +777,7 @@ class UserAgent:
             if call.state is CallState.INCOMING and call.invite_tx is not None:
                 itx = call.invite_tx
                 itx.respond(
-                    self._response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now
+                    self.local.response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now
                 )
                 self._after_stx(itx)
             self._drop_call(call)
@@ -789,9 +791,9 @@ class UserAgent:
             if digit is not None:
                 self._emit(DtmfInfo(call.call_id, digit))
         elif method == "OPTIONS":
-            self._reply(tx, 200, "OK", None, now, self._capabilities())
+            self._reply(tx, 200, "OK", None, now, self.local.capabilities())
         else:
-            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self._allow_value())])
+            self._reply(tx, 405, "Method Not Allowed", source, now, [("Allow", self.local.allow_value())])
 
     def _on_reinvite(
         self, call: _Call, dialog: Dialog, tx: ServerTransaction, source: Addr, now: float
@@ -817,18 +819,22 @@ class UserAgent:
             return
         call = self._calls.get(itx.request.call_id)
         to_tag = call.local_tag if call is not None else None
-        resp = self._response(tx.request, 200, "OK", to_tag=to_tag or new_tag(self.rng))
+        resp = self.local.response(tx.request, 200, "OK", to_tag=to_tag or new_tag(self.rng))
         tx.respond(resp, now)
         self._after_stx(tx)
         if itx.final_sent:
             return  # §9.2: the CANCEL has no effect on a completed INVITE
         if call is not None and call.invite_tx is itx:
-            itx.respond(self._response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now)
+            itx.respond(
+                self.local.response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now
+            )
             self._after_stx(itx)
             self._drop_call(call)
             self._emit(CallEnded(call.call_id, "cancelled"))
         elif call is not None and call.reinvite_tx is itx:
-            itx.respond(self._response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now)
+            itx.respond(
+                self.local.response(itx.request, 487, "Request Terminated", to_tag=call.local_tag), now
+            )
             self._after_stx(itx)
             call.reinvite_tx = None
             call.reinvite_deadline = None
@@ -988,7 +994,7 @@ class UserAgent:
     def _send_invite(self, call: _Call, now: float) -> None:
         request = call.invite
         request.headers.remove("Via")
-        request.headers.prepend("Via", self._via(call.peer.transport))
+        request.headers.prepend("Via", self.local.via(call.peer.transport))
         key = self._send_client(request, call.peer, now, ("invite", call.call_id))
         call.invite_ctx = key
 
@@ -1030,7 +1036,7 @@ class UserAgent:
         ]  # §22: the ACK carries the INVITE's credentials
         ack = call.dialog.create_request("ACK", cseq=call.invite.cseq[0], headers=headers)
         dest = call.dialog.next_hop()
-        ack.headers.prepend("Via", self._via(dest.transport))
+        ack.headers.prepend("Via", self.local.via(dest.transport))
         call.ack_wire = ack.serialize()
         call.ack_dest = dest
         self._out.append((call.ack_wire, dest))
@@ -1043,7 +1049,7 @@ class UserAgent:
 
     def _send_client(self, request: Request, dest: Addr, now: float, owner: tuple[str, str]) -> TxKey:
         if not request.vias:
-            request.headers.prepend("Via", self._via(dest.transport))
+            request.headers.prepend("Via", self.local.via(dest.transport))
         tx = ClientTransaction(request, dest, now, self.timers)
         self._ctx[tx.key] = tx
         self._ctx_owner[tx.key] = owner
@@ -1051,7 +1057,7 @@ class UserAgent:
         return tx.key
 
     def _send_stateless(self, request: Request, dest: Addr) -> None:
-        request.headers.prepend("Via", self._via(dest.transport))
+        request.headers.prepend("Via", self.local.via(dest.transport))
         self._out.append((request.serialize(), dest))
 
     def _request_dest(self, request: Request, acct: Account | None) -> Addr:
@@ -1254,7 +1260,7 @@ class UserAgent:
                     to_tag = call.local_tag
             except SipParseError:
                 pass
-        resp = self._response(tx.request, status, reason, to_tag=to_tag)
+        resp = self.local.response(tx.request, status, reason, to_tag=to_tag)
         for name, value in headers:
             resp.headers.add(name, value)
         tx.respond(resp, now)
@@ -1276,139 +1282,12 @@ class UserAgent:
         self._emit(RequestRejected(source, reason))
         log.info(kv("sip.bad_message", source=str(source), reason=reason))
         try:
-            top, dest = self._stamp_via(Via.parse(request.vias[0]), source)
+            top, dest = stamp_via(Via.parse(request.vias[0]), source)
         except SipParseError:
             return
         status = status if 400 <= status <= 699 else 400
-        resp = self._response(request, status, reason, to_tag=new_tag(self.rng), top_via=top)
+        resp = self.local.response(request, status, reason, to_tag=new_tag(self.rng), top_via=top)
         self._out.append((resp.serialize(), dest))
-
-    def _response(
-        self,
-        request: Request,
-        status: int,
-        reason: str,
-        *,
-        to_tag: str | None,
-        dialog_creating: bool = False,
-        body: bytes | None = None,
-        top_via: Via | None = None,
-    ) -> Response:
-        """A response per RFC 3261 §8.2.6: Via, From, To (+ our tag), Call-ID, CSeq copied."""
-        h = Headers()
-        vias = request.vias
-        if top_via is not None and vias:
-            vias = [str(top_via), *vias[1:]]
-        for v in vias:
-            h.add("Via", v)
-        h.add("From", request.headers.get_raw("From") or "")
-        to = request.headers.get_raw("To") or ""
-        if to_tag is not None and status != 100:
-            try:
-                na = NameAddr.parse(to)
-                if na.tag is None:
-                    to = str(na.with_param("tag", to_tag))
-            except SipParseError:
-                pass
-        h.add("To", to)
-        h.add("Call-ID", request.call_id)
-        h.add("CSeq", request.headers.get_raw("CSeq") or "")
-        if status == 100 and "Timestamp" in request.headers:
-            h.add("Timestamp", request.headers.get_raw("Timestamp") or "")  # §8.2.6.1
-        if dialog_creating and 100 < status < 300:
-            for rr in request.headers.get_lines("Record-Route"):
-                h.add("Record-Route", rr)
-            transport = "tcp" if (Via.parse(vias[0]).transport == "TCP") else "udp"
-            h.add("Contact", self._contact_value(transport))
-        if dialog_creating and 200 <= status < 300:
-            h.add("Allow", self._allow_value())
-        h.add("Server", self.settings.user_agent)
-        resp = Response(headers=h, status=status, reason=reason)
-        if body:
-            resp.headers.add("Content-Type", "application/sdp")
-            resp.body = body
-        return resp
-
-    def _capabilities(self) -> list[tuple[str, str]]:
-        caps = [("Allow", self._allow_value()), ("Accept", ACCEPT), ("Supported", "")]
-        if self._allow_events:
-            caps.append(("Allow-Events", ", ".join(self._allow_events)))
-        return caps
-
-    def _allow_value(self) -> str:
-        return ", ".join((*ALLOW, *sorted(self._accepted)))
-
-    def _stamp_via(self, top: Via, source: Addr) -> tuple[Via, Addr]:
-        """Add received/rport (RFC 3261 §18.2.1, RFC 3581 §4) and work out where responses go."""
-        if source.transport == "tcp":
-            if top.host != source.host:
-                top = top.with_param("received", source.host)
-            return top, source
-        rport = top.param("rport")
-        if top.host != source.host or rport is not None:
-            top = top.with_param("received", source.host)
-        if rport is not None:
-            top = top.with_param("rport", str(source.port))
-            return top, source
-        return top, Addr("udp", source.host, top.port or DEFAULT_SIP_PORT)
-
-    def _via(self, transport: str) -> str:
-        port = self._port(transport)
-        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={new_branch(self.rng)};rport"
-
-    def _port(self, transport: str) -> int:
-        ports = self.settings.ports
-        if transport in ports:
-            return int(ports[transport])
-        return int(next(iter(ports.values()), DEFAULT_SIP_PORT))
-
-    def _contact_uri(self, transport: str, user: str = "ums") -> SipUri:
-        uri = SipUri("sip", user, self.settings.host, self._port(transport))
-        return uri.with_params(transport="tcp") if transport == "tcp" else uri
-
-    def _contact_value(self, transport: str, user: str = "ums") -> str:
-        # no display name: SIPp copies it into the Request-URI of in-dialog requests
-        return f"<{self._contact_uri(transport, user)}>"
-
-
-def _replace_top_via(request: Request, top: Via) -> None:
-    """Rewrite the first Via value in place (the received/rport stamp)."""
-    new = Headers()
-    done = False
-    for name, value in request.headers:
-        if name == "Via" and not done:
-            values = split_header_values(value)
-            values[0] = str(top)
-            value = ", ".join(values)
-            done = True
-        new.add(name, value)
-    request.headers = new
-
-
-def _salvage_headers(data: bytes) -> tuple[list[str], list[tuple[str, str]]] | None:
-    """Via values and From/To/Call-ID/CSeq lines of an unparsable request, if all are there."""
-    text = data[:8192].decode("latin-1").lstrip("\r\n")
-    head = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
-    lines = head.replace("\r\n", "\n").split("\n")
-    m = _REQUEST_LINE_RE.match(lines[0].strip())
-    if m is None or m.group(1).upper() == "ACK":
-        return None
-    vias: list[str] = []
-    found: dict[str, str] = {}
-    for ln in lines[1:]:
-        name, colon, value = ln.partition(":")
-        if not colon or not name.strip() or "\r" in value or "\x00" in value:
-            continue
-        cname = canonical_name(name)
-        value = value.strip()
-        if cname == "Via":
-            vias.extend(split_header_values(value))
-        elif cname in ("From", "To", "Call-ID", "CSeq") and cname not in found and value:
-            found[cname] = value
-    if not vias or len(found) != 4:
-        return None
-    return vias, [(n, found[n]) for n in ("From", "To", "Call-ID", "CSeq")]
 
 
 def _fallback_uac_dialog(call: _Call, response: Response) -> Dialog | None:
