@@ -16,6 +16,13 @@ missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=(${need[$cmd]})
 done
+# libraries the tests load with ctypes (SpanDSP is the independent fax machine)
+declare -A libs=(
+  [libspandsp.so.2]=libspandsp2
+)
+for lib in "${!libs[@]}"; do
+  /sbin/ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=(${libs[$lib]})
+done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
