@@ -150,7 +150,7 @@ class T30Stats(ctypes.Structure):
 _declared = False
 
 
-def _library() -> ctypes.CDLL:
+def library() -> ctypes.CDLL:
     """The shared CDLL with the fax functions declared (once)."""
     global _declared
     lib = spandsp.library()
@@ -240,7 +240,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def completion_text(code: int) -> str:
     """``t30_completion_code_to_str``: the phase E completion code as SpanDSP words it."""
-    text = _library().t30_completion_code_to_str(code)
+    text = library().t30_completion_code_to_str(code)
     return text.decode("latin-1") if text else f"code {code}"
 
 
@@ -317,7 +317,7 @@ class T30Frame:
         """SpanDSP's name of the frame type (``t30_frametype`` of the FCF)."""
         if len(self.data) < 3:
             return "?"
-        text = _library().t30_frametype(self.data[2])
+        text = library().t30_frametype(self.data[2])
         return text.decode("latin-1") if text else f"0x{self.data[2]:02x}"
 
 
@@ -330,7 +330,7 @@ def _mask(names: Iterable[str], table: dict[str, int], what: str) -> int:
     return mask
 
 
-class _T30Peer:
+class T30Peer:
     """What the audio and the T.38 terminal share: T.30 set-up, handlers, result, logging."""
 
     lib: ctypes.CDLL
@@ -459,7 +459,7 @@ class _T30Peer:
             self.lib.t30_terminate(self.t30)
 
 
-class SpanFax(_T30Peer):
+class SpanFax(T30Peer):
     """SpanDSP's audio fax terminal: T.30 over V.21 / V.27ter / V.29 / V.17 at 8 kHz.
 
     ``calling`` selects the calling party (sends CNG, waits for DIS).  Send a TIFF with
@@ -486,7 +486,7 @@ class SpanFax(_T30Peer):
         tep: bool = False,
         log_level: int | None = None,
     ) -> None:
-        self.lib = _library()
+        self.lib = library()
         self.calling = calling
         self.samples = 0
         self.t30 = None
@@ -545,7 +545,7 @@ class IfpPacket:
     at_samples: int = 0
 
 
-class SpanT38(_T30Peer):
+class SpanT38(T30Peer):
     """SpanDSP's T.38 terminal: T.30 carried as IFP packets, paced by a simulated clock.
 
     :meth:`advance` moves its clock on by ``samples`` (``t38_terminal_send_timeout``, which also runs
@@ -572,7 +572,7 @@ class SpanT38(_T30Peer):
         tep: bool = False,
         log_level: int | None = None,
     ) -> None:
-        self.lib = _library()
+        self.lib = library()
         self.calling = calling
         self.samples = 0
         self.t30 = None
@@ -731,7 +731,7 @@ def run_audio_pair(
     run.samples = t
     run.completed = a.done and b.done
     for end in (a, b):
-        if not end.done and isinstance(end, _T30Peer):
+        if not end.done and isinstance(end, T30Peer):
             end.terminate()
     return run
 
@@ -790,7 +790,7 @@ def run_t38_pair(
     run.samples = t
     run.completed = a.done and b.done
     for end in (a, b):
-        if not end.done and isinstance(end, _T30Peer):
+        if not end.done and isinstance(end, T30Peer):
             end.terminate()
     return run
 
