@@ -15,16 +15,16 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "Bits",
     "FULL_SCALE",
     "FULL_SCALE_DBM0",
+    "SAMPLE_RATE",
+    "Bits",
     "ModemStatus",
     "RxOutput",
-    "SAMPLE_RATE",
     "Samples",
     "Status",
-    "descramble",
     "amplitude_for_rms_dbm0",
+    "descramble",
     "power_dbm0",
     "scramble",
 ]
