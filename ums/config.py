@@ -27,6 +27,7 @@ __all__ = [
     "Account",
     "Config",
     "ConfigError",
+    "FaxConfig",
     "Listen",
     "MailSettings",
     "Mailbox",
@@ -39,7 +40,9 @@ __all__ = [
 Transport = Literal["udp", "tcp"]
 Service = Literal["voice", "fax", "both"]
 AudioFormat = Literal["wav", "mp3", "opus"]
+FaxFormat = Literal["pdf", "tiff", "both"]
 ImapTls = Literal["implicit", "starttls", "none"]
+T38Reinvite = Literal["never", "after_ced"]
 
 
 class ConfigError(ValueError):
@@ -118,6 +121,8 @@ class Mailbox:
     name: str = ""
     #: voicemail attachment format
     attachment: AudioFormat = "wav"
+    #: received faxes: PDF, multi-page TIFF (Class F, G4), or both attached
+    fax_format: FaxFormat = "pdf"
     #: greeting files (any format PyAV reads); empty = the [voicemail] default or the built-in prompt
     greeting: str = ""
     greeting_busy: str = ""
@@ -141,6 +146,24 @@ class VoicemailConfig:
     greeting_unavailable: str = ""
     #: play a short goodbye before hanging up after '#', silence or max length
     goodbye: bool = True
+
+
+@dataclass(frozen=True)
+class FaxConfig:
+    #: answer T.38 (re-INVITE or initial offer of m=image udptl t38)
+    t38: bool = True
+    #: "after_ced": after sending CED on a G.711 fax call, ask for T.38 with our own re-INVITE
+    t38_reinvite: T38Reinvite = "never"
+    #: seconds to wait for the answer to our re-INVITE before staying on G.711
+    t38_timeout: float = 5.0
+    #: our fax identity (CSI): digits, "+" and spaces, 20 characters at most
+    ident: str = ""
+    #: offer error correction mode (T.30 Annex A)
+    ecm: bool = True
+    #: on voice (and combined) numbers, switch a call to fax reception when CNG is heard
+    cng_detect: bool = True
+    #: seconds after the end of T.30 (DCN) before we hang up if the caller has not
+    hangup_delay: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -210,6 +233,7 @@ class Config:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     mwi: MwiSettings = field(default_factory=MwiSettings)
+    fax: FaxConfig = field(default_factory=FaxConfig)
 
     def mailbox_for(self, number: str) -> Mailbox | None:
         for mb in self.mailboxes:
@@ -440,6 +464,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
                 service=cast(Service, m.choice("service", "voice", ("voice", "fax", "both"))),
                 name=m.text("name", ""),
                 attachment=attachment,
+                fax_format=cast(FaxFormat, m.choice("fax_format", "pdf", ("pdf", "tiff", "both"))),
                 greeting=_rel(base, m.text("greeting", "")),
                 greeting_busy=_rel(base, m.text("greeting_busy", "")),
                 greeting_unavailable=_rel(base, m.text("greeting_unavailable", "")),
@@ -540,6 +565,20 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     if not mwi.min_expires <= mwi.default_expires <= mwi.max_expires:
         w.fail("default_expires", "must be between min_expires and max_expires")
     w.done()
+
+    fx = _Reader(source, "fax", top._pop("fax", dict, {}, False))
+    fax = FaxConfig(
+        t38=fx.flag("t38", True),
+        t38_reinvite=cast(T38Reinvite, fx.choice("t38_reinvite", "never", ("never", "after_ced"))),
+        t38_timeout=fx.number("t38_timeout", 5.0, 0.5, 60.0),
+        ident=fx.text("ident", ""),
+        ecm=fx.flag("ecm", True),
+        cng_detect=fx.flag("cng_detect", True),
+        hangup_delay=fx.number("hangup_delay", 2.0, 0.0, 30.0),
+    )
+    if len(fax.ident) > 20 or not all(ch.isdigit() or ch in "+ " for ch in fax.ident):
+        fx.fail("ident", f"must be digits, '+' and spaces, 20 characters at most, got {fax.ident!r}")
+    fx.done()
     top.done()
     return Config(
         source=source,
@@ -552,6 +591,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         pipeline=pipeline,
         directory=directory,
         mwi=mwi,
+        fax=fax,
     )
 
 

@@ -45,14 +45,17 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ums.directory.lookup import display_number
+from ums.store.fax_pages import META_FAX, META_FAX_PAGES
 from ums.store.models import META_COMPANY, META_CSID, META_SWITCHBOARD, MessageRecord
 
 __all__ = [
     "Attachment",
     "ComposeSettings",
+    "InlineImage",
     "attachment_filename",
     "caller_text",
     "compose",
@@ -60,6 +63,7 @@ __all__ = [
     "compose_fax",
     "compose_sms",
     "compose_voicemail",
+    "fax_fields",
     "format_duration",
 ]
 
@@ -111,6 +115,18 @@ class Attachment:
     filename: str
     #: "type/subtype", e.g. "audio/wav", "application/pdf"
     mime: str
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image shown in the HTML part (``<img src="cid:...">``); attached when there is no HTML."""
+
+    image: Attachment
+    #: Content-ID with angle brackets (RFC 2392), e.g. ``<page1-<id>@example.com>``
+    cid: str
+    alt: str = ""
+    #: display width in CSS pixels
+    width: int = 300
 
 
 def _address(addr: str, display: str = "") -> Address:
@@ -189,7 +205,12 @@ def _render_text(body_lines: Sequence[str], fields: Sequence[tuple[str, str]]) -
     return "\n".join(lines) + "\n"
 
 
-def _render_html(subject: str, body_lines: Sequence[str], fields: Sequence[tuple[str, str]]) -> str:
+def _render_html(
+    subject: str,
+    body_lines: Sequence[str],
+    fields: Sequence[tuple[str, str]],
+    images: Sequence[InlineImage] = (),
+) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"><title>' + html.escape(subject) + "</title></head>",
@@ -210,6 +231,11 @@ def _render_html(subject: str, body_lines: Sequence[str], fields: Sequence[tuple
                 f"<td>{html.escape(v)}</td></tr>"
             )
         out.append("</table>")
+    for img in images:
+        out.append(
+            f'<p><img src="cid:{html.escape(img.cid.strip("<>"))}" alt="{html.escape(img.alt)}" '
+            f'width="{img.width}" style="border: 1px solid #cccccc"></p>'
+        )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -226,11 +252,26 @@ def _assemble(
     fields: Sequence[tuple[str, str]],
     attachments: Sequence[Attachment],
     extra_headers: Sequence[tuple[str, str]],
+    images: Sequence[InlineImage] = (),
 ) -> bytes:
     body = MIMEPart(policy=policy.SMTP)
     _text_part(body, _render_text(body_lines, fields), "plain", alternative=False)
     if settings.html:
-        _text_part(body, _render_html(subject, body_lines, fields), "html", alternative=True)
+        _text_part(body, _render_html(subject, body_lines, fields, images), "html", alternative=True)
+        html_part = body.get_body(("html",))
+        assert html_part is not None
+        for img in images:  # RFC 2387 multipart/related: the HTML and the images it shows
+            maintype, _, subtype = img.image.mime.partition("/")
+            html_part.add_related(
+                img.image.data,
+                maintype=maintype,
+                subtype=subtype,
+                cid=img.cid,
+                filename=img.image.filename,
+                disposition="inline",
+            )
+    else:
+        attachments = [*attachments, *(img.image for img in images)]
     for att in attachments:
         maintype, sep, subtype = att.mime.partition("/")
         if not sep or not maintype or not subtype:
@@ -269,11 +310,13 @@ def compose(
     body_lines: Sequence[str],
     settings: ComposeSettings,
     fields: Sequence[tuple[str, str]] = (),
+    images: Sequence[InlineImage] = (),
 ) -> bytes:
     """One notification mail for ``record`` to its owner.
 
     ``body_lines`` are paragraphs of text (an empty string separates paragraphs); ``fields`` are
-    ``(label, value)`` pairs written as an aligned list (and a table in the HTML part).
+    ``(label, value)`` pairs written as an aligned list (and a table in the HTML part); ``images``
+    are shown below them in the HTML part.
     """
     return _assemble(
         settings=settings,
@@ -290,6 +333,7 @@ def compose(
             ("X-UMS-Kind", record.kind),
             ("X-UMS-Mailbox", record.mailbox),
         ),
+        images=images,
     )
 
 
@@ -318,25 +362,132 @@ def compose_voicemail(
     return compose(record, [Attachment(audio, audio_name, audio_mime)], subject, lines, settings, fields)
 
 
+_MODEM_NAMES = {"v17": "V.17", "v29": "V.29", "v27ter": "V.27ter", "v33": "V.33", "v34": "V.34"}
+_TRANSPORTS = {"t38": "T.38", "g711": "G.711 audio"}
+
+
+def _yes_no(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def _fax_result(record: MessageRecord) -> tuple[bool, str]:
+    """``(complete, reason)``: a record without a reception result counts as complete."""
+    result = record.meta.get(META_FAX)
+    if not isinstance(result, dict) or "success" not in result:
+        return True, ""
+    return bool(result.get("success")), str(result.get("reason") or "").strip()
+
+
+def _resolution_text(result: dict[str, Any], pages: list[dict[str, Any]]) -> str:
+    named = str(result.get("resolution") or "").strip()
+    dpi = ""
+    if pages:
+        first = pages[0]
+        x, y = first.get("xdpi"), first.get("ydpi")
+        if isinstance(x, int | float) and isinstance(y, int | float):
+            dpi = f"{x:g} x {y:g} dpi"
+    if named and dpi and named != dpi:
+        return f"{named} ({dpi})"
+    return named or dpi
+
+
+def fax_fields(record: MessageRecord) -> list[tuple[str, str]]:
+    """The reception details of a fax for the mail: station, pages, speed, ECM, resolution, ..."""
+    raw_result = record.meta.get(META_FAX)
+    result: dict[str, Any] = raw_result if isinstance(raw_result, dict) else {}
+    raw_pages = record.meta.get(META_FAX_PAGES)
+    pages: list[dict[str, Any]] = (
+        [p for p in raw_pages if isinstance(p, dict)] if isinstance(raw_pages, list) else []
+    )
+    fields: list[tuple[str, str]] = []
+    csid = str(record.meta.get(META_CSID, "") or result.get("remote_ident") or "").strip()
+    if csid:
+        fields.append(("Station ID", csid))
+    if record.pages is not None:
+        fields.append(("Pages", str(record.pages)))
+    resolution = _resolution_text(result, pages)
+    if resolution:
+        fields.append(("Resolution", resolution))
+    rate, modem = result.get("rate"), str(result.get("modem") or "").strip()
+    speed = f"{rate} bit/s" if isinstance(rate, int | float) and rate else ""
+    modem_name = _MODEM_NAMES.get(modem.lower().replace(".", ""), modem)
+    if speed or modem_name:
+        fields.append(("Speed", f"{speed} ({modem_name})" if speed and modem_name else speed or modem_name))
+    if "ecm" in result:
+        fields.append(("ECM", _yes_no(result.get("ecm"))))
+    compression = str(result.get("compression") or "").strip()
+    if compression:
+        fields.append(("Compression", compression))
+    duration = format_duration(record.duration)
+    if duration:
+        fields.append(("Duration", duration))
+    transport = str(result.get("transport") or "").strip()
+    if transport:
+        fields.append(("Transport", _TRANSPORTS.get(transport.lower(), transport)))
+    bad = result.get("bad_rows")
+    if isinstance(bad, int) and not isinstance(bad, bool) and bad > 0:
+        fields.append(("Bad rows", str(bad)))
+    if "success" in result:
+        complete, reason = _fax_result(record)
+        fields.append(
+            ("Result", "complete" if complete else "incomplete" + (f": {reason}" if reason else ""))
+        )
+    return fields
+
+
 def compose_fax(
-    record: MessageRecord, document: bytes, document_name: str, document_mime: str, settings: ComposeSettings
+    record: MessageRecord,
+    document: bytes,
+    document_name: str,
+    document_mime: str,
+    settings: ComposeSettings,
+    *,
+    more: Sequence[Attachment] = (),
+    thumbnail: bytes | None = None,
 ) -> bytes:
-    """``Fax from ACME (+49 89 1234567), 3 pages`` with the PDF or TIFF attached."""
+    """``Fax from ACME (+49 89 1234567), 3 pages`` with the PDF and/or TIFF attached.
+
+    ``more``: further attachments (the TIFF next to the PDF); ``thumbnail``: a PNG preview of the
+    first page, shown in the HTML part (attached when the mail has no HTML part).  A fax that was
+    not received completely says so in the subject (``(incomplete)``) and gives the reason.
+    """
     who, _ = caller_text(record)
     pages = record.pages
     page_text = "" if pages is None else f"{pages} page" + ("" if pages == 1 else "s")
-    subject = f"Fax from {who}" + (f", {page_text}" if page_text else "")
-    fields = _common_fields(record, settings)
-    csid = str(record.meta.get(META_CSID, "")).strip()
-    if csid:
-        fields.append(("Station ID", csid))
-    if page_text:
-        fields.append(("Pages", str(pages)))
-    fields.append(("Mailbox", record.mailbox))
-    lines = [f"You have a new fax from {who}.", "", f"The document is attached ({document_name})."]
-    return compose(
-        record, [Attachment(document, document_name, document_mime)], subject, lines, settings, fields
+    complete, reason = _fax_result(record)
+    subject = (
+        f"Fax from {who}" + (f", {page_text}" if page_text else "") + ("" if complete else " (incomplete)")
     )
+    fields = _common_fields(record, settings)
+    fields.extend(fax_fields(record))
+    fields.append(("Mailbox", record.mailbox))
+    attachments = [Attachment(document, document_name, document_mime), *more]
+    names = ", ".join(a.filename for a in attachments)
+    lines = [f"You have a new fax from {who}."]
+    if not complete:
+        lines += [
+            "",
+            "The fax was not received completely"
+            + (f" ({reason})" if reason else "")
+            + "; the pages that arrived are attached.",
+        ]
+    lines += [
+        "",
+        f"The document is attached ({names})."
+        if len(attachments) == 1
+        else f"The documents are attached ({names}).",
+    ]
+    images: list[InlineImage] = []
+    if thumbnail is not None:
+        stem = document_name.rsplit(".", 1)[0] or "fax"
+        images.append(
+            InlineImage(
+                Attachment(thumbnail, f"{stem}-page1.png", "image/png"),
+                cid=f"<page1-{record.id}@{settings.domain}>",
+                alt="page 1",
+            )
+        )
+    return compose(record, attachments, subject, lines, settings, fields, images)
 
 
 def compose_sms(record: MessageRecord, text: str, settings: ComposeSettings) -> bytes:

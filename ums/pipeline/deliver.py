@@ -26,6 +26,14 @@ in the mail and not written back.
 
 An attachment that cannot be encoded (PyAV missing, encoder error) falls back
 to the WAV recording: the message must reach its owner in some form.
+
+A received fax is stored as raw pages (:mod:`ums.store.fax_pages`);
+``ensure_encoded`` renders them once into ``fax/<id>/fax.pdf`` and/or
+``fax/<id>/fax.tif`` (TIFF Class F, G4) per the mailbox's ``fax_format``, and
+``fax/<id>/page1.png``, the preview shown in the mail.  Every page keeps its
+own resolution, so standard (204 x 98 dpi) and fine (204 x 196 dpi) pages both
+come out at their physical size.  The writers are deterministic: rendering
+again after a crash gives the same bytes.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import PurePosixPath
 from ums.log import kv
 from ums.mailgate.maildir import deliver_maildir
 from ums.mailgate.mime import (
+    Attachment,
     attachment_filename,
     compose_admin_report,
     compose_fax,
@@ -45,14 +54,22 @@ from ums.mailgate.mime import (
 from ums.mailgate.smtp_out import DeliveryError, deliver_smtp
 from ums.pipeline.app import PipelineContext
 from ums.render.audio import decode_audio, encode_audio
+from ums.render.page import FaxPage, thumbnail_png
+from ums.render.pdf import write_pdf
+from ums.render.tiff import write_tiff
+from ums.store.fax_pages import fax_dir, is_page_file, read_page
 from ums.store.models import META_COMPANY, META_SWITCHBOARD, MessageRecord
 
 __all__ = [
     "AUDIO_TYPES",
     "DOCUMENT_TYPES",
+    "FAX_DOCUMENTS",
     "attachment_path",
     "ensure_composed",
     "ensure_encoded",
+    "fax_document_paths",
+    "fax_thumbnail_path",
+    "load_fax_pages",
     "mail_path",
     "send_admin_report",
     "send_mail",
@@ -73,6 +90,16 @@ DOCUMENT_TYPES: dict[str, str] = {
     ".tif": "image/tiff",
     ".tiff": "image/tiff",
 }
+
+
+#: ``fax_format`` -> the documents rendered: (file extension, MIME type) each
+FAX_DOCUMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "pdf": (("pdf", "application/pdf"),),
+    "tiff": (("tif", "image/tiff"),),
+    "both": (("pdf", "application/pdf"), ("tif", "image/tiff")),
+}
+#: width of the first-page preview in pixels
+THUMBNAIL_WIDTH = 600
 
 
 def mail_path(message_id: str) -> str:
@@ -99,8 +126,68 @@ def attachment_path(ctx: PipelineContext, record: MessageRecord) -> str:
     return f"voice/{record.id}.{AUDIO_TYPES[fmt][0]}"
 
 
+def _has_pages(record: MessageRecord) -> bool:
+    return record.kind == "fax" and any(is_page_file(f) for f in record.files)
+
+
+def fax_document_paths(ctx: PipelineContext, record: MessageRecord) -> list[tuple[str, str]]:
+    """``(spool path, MIME type)`` of the documents of a received fax, in the mailbox's format."""
+    mailbox = ctx.config.mailbox_for(record.mailbox)
+    fmt = mailbox.fax_format if mailbox is not None else "pdf"
+    return [(f"{fax_dir(record.id)}/fax.{ext}", mime) for ext, mime in FAX_DOCUMENTS[fmt]]
+
+
+def fax_thumbnail_path(record: MessageRecord) -> str:
+    return f"{fax_dir(record.id)}/page1.png"
+
+
+def load_fax_pages(ctx: PipelineContext, record: MessageRecord) -> list[FaxPage]:
+    """The stored pages of a fax, in page order, with their resolutions and bad-row counts."""
+    pages = []
+    for rel in record.files:
+        if not is_page_file(rel):
+            continue
+        stored = read_page(ctx.spool.read(rel))
+        info = stored.meta.get("info")
+        bad = info.get("bad_rows") if isinstance(info, dict) else None
+        pages.append(
+            FaxPage(
+                stored.pels,
+                stored.xdpi,
+                stored.ydpi,
+                bad_rows=bad if isinstance(bad, int) and not isinstance(bad, bool) else None,
+            )
+        )
+    if not pages:
+        raise FileNotFoundError(f"fax {record.id} has no pages")
+    return pages
+
+
+def _ensure_fax_rendered(ctx: PipelineContext, record: MessageRecord) -> str:
+    """Render the documents and the preview that are missing; "exists" or "written"."""
+    wanted = [p for p, _ in fax_document_paths(ctx, record)] + [fax_thumbnail_path(record)]
+    missing = [p for p in wanted if not ctx.spool.exists(p)]
+    if not missing:
+        return "exists"
+    pages = load_fax_pages(ctx, record)
+    for path in missing:
+        if path.endswith(".pdf"):
+            data = write_pdf(pages, title=f"Fax {record.id}")
+        elif path.endswith(".tif"):
+            data = write_tiff(pages, compression="g4")
+        else:
+            data = thumbnail_png(pages[0], width=THUMBNAIL_WIDTH)
+        ctx.spool.write_atomic(path, data)
+    return "written"
+
+
 def ensure_encoded(ctx: PipelineContext, record: MessageRecord) -> str:
-    """Make the voicemail attachment exist; returns what happened: reuse, exists, written, fallback."""
+    """Make the attachment exist: the voicemail in the mailbox's format, the fax documents.
+
+    Returns what happened: reuse, exists, written, fallback (voice only).
+    """
+    if _has_pages(record):
+        return _ensure_fax_rendered(ctx, record)
     if record.kind != "voice":
         return "reuse"
     fmt = _attachment_format(ctx, record)
@@ -144,7 +231,22 @@ def _build(ctx: PipelineContext, record: MessageRecord) -> bytes:
         ext, mime = next(((e, m) for e, m in AUDIO_TYPES.values() if e == suffix), ("wav", "audio/wav"))
         name = attachment_filename(rec, ext, ctx.compose)
         return compose_voicemail(rec, ctx.spool.read(path), name, mime, ctx.compose)
-    if rec.kind == "fax":
+    if _has_pages(rec):
+        docs = []
+        for path, mime in fax_document_paths(ctx, rec):
+            name = attachment_filename(rec, PurePosixPath(path).suffix.lstrip("."), ctx.compose)
+            docs.append(Attachment(ctx.spool.read(path), name, mime))
+        thumb = fax_thumbnail_path(rec)
+        return compose_fax(
+            rec,
+            docs[0].data,
+            docs[0].filename,
+            docs[0].mime,
+            ctx.compose,
+            more=docs[1:],
+            thumbnail=ctx.spool.read(thumb) if ctx.spool.exists(thumb) else None,
+        )
+    if rec.kind == "fax":  # a fax stored as a finished document (PDF or TIFF)
         path = _recording(rec)
         suffix = PurePosixPath(path).suffix.lower()
         mime = DOCUMENT_TYPES.get(suffix, "application/octet-stream")
@@ -158,7 +260,7 @@ def ensure_composed(ctx: PipelineContext, record: MessageRecord) -> tuple[bytes,
     path = mail_path(record.id)
     if ctx.spool.exists(path):
         return ctx.spool.read(path), False
-    if record.kind == "voice":
+    if record.kind in ("voice", "fax"):
         ensure_encoded(ctx, record)
     data = _build(ctx, record)
     ctx.spool.write_atomic(path, data)

@@ -11,7 +11,8 @@ for a message that was lost with a broker or a killed worker.
 
 The tasks, each small, idempotent and keyed by the message id:
 
-* ``encode``  — the attachment in the mailbox's format (MP3, Opus; WAV as is);
+* ``encode``  — the attachment in the mailbox's format (MP3, Opus; WAV as is;
+  a received fax: its pages rendered as PDF and/or TIFF, and a first-page preview);
 * ``compose`` — the e-mail, stored as ``mail/<id>.eml``;
 * ``deliver`` — claims the message in the index, hands the mail to the
   smarthost or the owner's Maildir, and books the outcome: delivered; a
