@@ -6,11 +6,13 @@ What it does
 (transmit / receive, including polling: a calling receiver or an answering transmitter), with or
 without error correction mode (T.30 Annex A):
 
-* phase B: DIS / DTC / DCS negotiation, TCF check with CFR or FTT and the fall-back ladder;
+* phase B: DIS / DTC / DCS negotiation, TCF check with CFR or FTT (also for a TCF that never comes,
+  in time for the transmitter to step down) and the fall-back ladder;
 * phase C: non-ECM pages (T.4 data with fill for the minimum scan-line time) or ECM partial pages of
   64/256-octet frames;
-* phase D: MPS / EOM / EOP, copy-quality check on receive (MCF / RTP / RTN), PPS / PPR with
-  retransmission of the bad frames, CTC / CTR with a step down after four PPRs, EOR / ERR, RR / RNR;
+* phase D: MPS / EOM / EOP, copy-quality check on receive (MCF / RTP / RTN, rows of data the
+  transport reports lost counted bad), PPS / PPR with retransmission of the bad frames, CTC / CTR
+  with a step down after four PPRs, EOR / ERR, RR / RNR;
 * phase E: DCN, and a :class:`FaxResult`.
 
 It does no I/O and reads no clock.  The transport calls :meth:`T30Engine.start`, then
@@ -77,6 +79,7 @@ __all__ = [
     "HdlcFrame",
     "Negotiated",
     "PageData",
+    "PageDataLost",
     "PageReceived",
     "PageSent",
     "PageStored",
@@ -122,6 +125,13 @@ TCF_MS: Final = 1500
 """T.30 TCF: 1.5 s +- 10 % of zeros with the image modem."""
 CED_MS: Final = 3000
 """T.30 CED: 2100 Hz for 2.6 to 4.0 s."""
+TCF_MAX: Final = TCF_MS * 1.1 / 1000
+"""Longest TCF a receiver has to wait for (1.5 s + 10 %)."""
+TCF_MIN: Final = TCF_MS * 0.9 / 1000
+"""Shortest TCF: an image-modem signal that ends sooner after DCS is not a whole TCF."""
+LONG_TRAIN: Final[dict[Modem, float]] = {"v17": 1.4, "v29": 0.26, "v27ter": 1.15}
+"""Long training sequence in seconds, rounded up: V.17 Table 4 (~1393 ms), V.29 Table 4 (~253 ms),
+V.27 ter 2400 bit/s with the optional echo-protection tone (~943 + 205 ms)."""
 
 #: Pels per inch (across, down) of each resolution, as TIFF Class F writes them (204 dpi for 8 pels/mm,
 #: 98 / 196 / 392 lines per inch for 3.85 / 7.7 / 15.4 lines/mm).
@@ -181,6 +191,10 @@ class T30Config:
         Times a page is sent again after RTN / PIN.
     tcf_min_seconds : float
         Receive: TCF passes when its longest run of zeros lasts this long.
+    tcf_margin : float
+        Receive: seconds past the latest end of a TCF (gap, long training and 1.65 s after DCS) before
+        a TCF that never came, or failed, is answered with FTT; once more if a signal is still on then.
+        It must leave the FTT time to start before the transmitter's T4 (3 s after its TCF).
     copy_quality_good, copy_quality_poor : float
         Receive, non-ECM: fraction of bad rows below which a page gets MCF, or RTP; RTN above.
     store_wait : float
@@ -207,6 +221,7 @@ class T30Config:
     ctc_limit: int = 3
     page_retries: int = 2
     tcf_min_seconds: float = 1.0
+    tcf_margin: float = 1.0
     copy_quality_good: float = 0.05
     copy_quality_poor: float = 0.15
     store_wait: float = 1.5
@@ -227,6 +242,8 @@ class T30Config:
             raise ValueError("max_width must be 0, 1 or 2")
         if self.command_tries < 1 or self.ppr_limit < 1 or self.page_retries < 0:
             raise ValueError("command_tries and ppr_limit must be >= 1, page_retries >= 0")
+        if self.tcf_margin < 0:
+            raise ValueError("tcf_margin must be >= 0")
         if not 0 <= self.copy_quality_good <= self.copy_quality_poor <= 1:
             raise ValueError("need 0 <= copy_quality_good <= copy_quality_poor <= 1")
 
@@ -302,6 +319,18 @@ class PageData:
 
 
 @dataclass(frozen=True)
+class PageDataLost:
+    """Non-ECM image data of the page being received was lost here (e.g. T.38 packets that never came).
+
+    ``octets`` is how much was lost when the transport knows or can estimate it (None: unknown).  Lost
+    data removes rows rather than damaging them, so the T.4 decoder cannot see it; the engine counts
+    the rows it estimates lost (at least one per report) as bad rows in the copy-quality check.
+    """
+
+    octets: int | None = None
+
+
+@dataclass(frozen=True)
 class SendComplete:
     """Everything the engine asked to transmit so far has been sent."""
 
@@ -332,6 +361,7 @@ Event = (
     | FastTrained
     | TcfResult
     | PageData
+    | PageDataLost
     | SendComplete
     | ToneDetected
     | PageStored
@@ -657,6 +687,7 @@ class T30Engine:
         self._burst: list[int] = []
         self._ppr_count = 0
         self._ctc_count = 0  # CTCs sent for the current block
+        self._ctc_from: tuple[Modem, int] | None = None  # the mode before the last CTC
         self._rr_context: Fcf = Fcf.PPS
         # receiver
         self._last_response: tuple[Frame, list[Command], State] | None = None
@@ -676,6 +707,10 @@ class T30Engine:
         self._dis_phase_b = False  # answering: DIS repeats on T4 until T1
         self._tcf_done = False
         self._tcf_data = bytearray()
+        self._tcf_since = 0.0  # when the DCS before the TCF arrived
+        self._tcf_extended = False
+        self._page_octets = 0  # non-ECM image octets received for the current page
+        self._page_losses: list[int | None] = []  # PageDataLost reports for the current page
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -714,6 +749,8 @@ class T30Engine:
             self._on_tcf(event.longest_zero_run)
         elif isinstance(event, PageData):
             self._on_page_data(event.data, event.end)
+        elif isinstance(event, PageDataLost):
+            self._on_page_data_lost(event.octets)
         elif isinstance(event, SendComplete):
             self._on_send_complete()
         elif isinstance(event, PageStored):
@@ -937,11 +974,9 @@ class T30Engine:
             return  # the end of a signal that started before the current receive mode (e.g. TCF)
         self._fast_active = False
         if self.state is State.F_TCF and not self._tcf_done:
-            if self._tcf_data:
-                self._on_tcf(longest_zero_run(bytes(self._tcf_data)))
-            else:
-                self._tcf_done = True
-                self._send_ftt()
+            if self._tcf_data or self._now - self._tcf_since >= TCF_MIN:
+                self._tcf_missing()
+            # else: too short for a TCF (a click before it, a false start): wait for the TCF timer
         elif self.state is State.F_DOC_NON_ECM and (self._page_started or self._decoder is not None):
             self._end_nonecm_page()
         elif self.state is State.F_DOC_ECM:
@@ -982,6 +1017,15 @@ class T30Engine:
             if st is State.F_STORE and self._pending is not None and not self._pending.rnr_sent:
                 self._send_rnr()
             return
+        if name == "tcf":
+            if st is State.F_TCF and not self._tcf_done:
+                if self._fast_active and not self._tcf_extended:
+                    # An image-modem signal is still on: give it one more margin to end.
+                    self._tcf_extended = True
+                    self._timers["tcf"] = self._now + self.config.tcf_margin
+                else:
+                    self._tcf_missing()
+            return
         if name == "t4":
             if st in _TX_WAIT or st is State.R_DTC:
                 self._repeat_command("T4 expired")
@@ -995,8 +1039,7 @@ class T30Engine:
                 self._timers["t1"] = self._now + self.config.t1
                 self._send_dis(first=False)
             elif st is State.F_TCF and not self._tcf_done:
-                self._tcf_done = True
-                self._send_ftt()
+                self._tcf_missing()
             elif st is State.F_STORE:
                 self._fail("store", "the received page was not stored in time")
             elif st in (
@@ -1125,6 +1168,8 @@ class T30Engine:
             if f is Fcf.CTR:
                 self._stop("t4")
                 self._ppr_count = 0
+                if self._ctc_from != self._mode():
+                    self._emit_negotiated()  # the rate changed with CTC
                 self._send_burst(self._burst)
         elif st is State.IV_EOR:
             if f is Fcf.ERR:
@@ -1258,11 +1303,14 @@ class T30Engine:
         self._command(cmds, "DCS")
 
     def _step_down(self) -> bool:
+        """One step down the fall-back ladder (FTT, RTN, CTC); the mode in use follows."""
         assert self._rate_index is not None and self._remote_dis is not None
         for i in range(self._rate_index + 1, len(FALLBACK)):
             modem, rate = FALLBACK[i]
             if modem in self.config.modems and self._remote_dis.supports(modem, rate):
                 self._rate_index = i
+                if self._dcs is not None:
+                    self._dcs = dataclasses.replace(self._dcs, modem=modem, rate=rate)
                 return True
         return False
 
@@ -1359,6 +1407,7 @@ class T30Engine:
                 return
             self._ppr_count += 1
             self._burst = wanted
+            self._ctc_from = self._mode()
             if self._ppr_count < self.config.ppr_limit:
                 self._send_burst(wanted)
             elif self._ctc_count < self.config.ctc_limit and (
@@ -1554,13 +1603,19 @@ class T30Engine:
         self.state = State.F_TCF
         self._set_rx(Receive("fast", dcs.modem, dcs.rate, False))
         self._arm("t2", self.config.t2)
+        # T.30 Figure 5-2: TCF follows DCS after 75 ms.  If none is judged by the time it must be over,
+        # answer FTT, early enough for the transmitter to hear it before its T4 (3 s after the TCF)
+        # repeats DCS; T2 would be too late, and every TCF lost would end in no_response.
+        self._tcf_since = self._now
+        self._tcf_extended = False
+        latest_end = (GAP_MS + 20) / 1000 + LONG_TRAIN[dcs.modem] + TCF_MAX
+        self._timers["tcf"] = self._now + latest_end + self.config.tcf_margin
 
     def _on_trained(self, ok: bool) -> None:
         self._fast_active = True
-        if self.state is State.F_TCF and not ok and not self._tcf_done:
-            self._tcf_done = True
-            self._send_ftt()
-        elif self.state is State.F_DOC_NON_ECM:
+        # In F_TCF a failed training is answered (FTT) when the signal ends or the TCF timer runs out:
+        # the transmitter is still sending its TCF and would not hear an FTT now.
+        if self.state is State.F_DOC_NON_ECM:
             self._page_started = True
             self._stop("t2")
         elif self.state is State.F_DOC_ECM:
@@ -1576,7 +1631,16 @@ class T30Engine:
         else:
             self._send_ftt()
 
+    def _tcf_missing(self) -> None:
+        """No TcfResult: judge TCF handed over as data, or answer FTT (nothing usable arrived)."""
+        if self._tcf_data:
+            self._on_tcf(longest_zero_run(bytes(self._tcf_data)))
+        else:
+            self._tcf_done = True
+            self._send_ftt()
+
     def _send_ftt(self) -> None:
+        self._stop("tcf")
         self._respond(self._frame(Fcf.FTT), [Receive("v21")], State.F_COMMAND, self.config.t2)
 
     def _doc_receive(self) -> Receive:
@@ -1586,6 +1650,7 @@ class T30Engine:
 
     def _send_cfr(self) -> None:
         assert self._dcs is not None
+        self._stop("tcf")
         self._trained = (self._dcs.modem, self._dcs.rate)
         self._emit_negotiated()
         self._reset_page()
@@ -1599,6 +1664,8 @@ class T30Engine:
         self._page_started = False
         self._block.reset()
         self._ecm_page = bytearray()
+        self._page_octets = 0
+        self._page_losses = []
 
     def _on_page_data(self, data: bytes, end: bool) -> None:
         if self.state is State.F_TCF and not self._tcf_done:
@@ -1614,6 +1681,7 @@ class T30Engine:
         self._data_since_response = True
         self._fast_active = True
         self._stop("t2")
+        self._page_octets += len(data)
         assert self._dcs is not None
         if self._decoder is None:
             self._decoder = t4.Decoder(self._dcs.width, self._dcs.compression)
@@ -1629,6 +1697,33 @@ class T30Engine:
                 self._decoder.feed(bytes(buf))
         if end:
             self._end_nonecm_page()
+
+    def _on_page_data_lost(self, octets: int | None) -> None:
+        if self.state is State.F_TCF and not self._tcf_done:
+            # TCF handed over as data: a gap breaks the run of zeros (the channel is not good enough).
+            self._fast_active = True
+            self._tcf_data += b"\x01"
+            return
+        if self.state is State.F_POST_DOC_NON_ECM:
+            self._page_losses.append(octets)  # noticed after the page's end: still this page's data
+            return
+        if self.state is not State.F_DOC_NON_ECM:
+            return  # ECM finds lost frames by their numbers
+        self._page_started = True
+        self._data_since_response = True
+        self._fast_active = True
+        self._stop("t2")
+        self._page_losses.append(octets)
+
+    def _lost_rows(self, decoded_rows: int) -> tuple[int, int]:
+        """Rows estimated lost with the page's missing data, and the most lost at one place.
+
+        The octets of each loss at the page's average octets per row (of what arrived), at least one
+        row per loss: the rows around a gap are spliced into one row the decoder may even accept.
+        """
+        per_octet = decoded_rows / self._page_octets if self._page_octets and decoded_rows else 0.0
+        rows = [max(1, round(o * per_octet)) if o else 1 for o in self._page_losses]
+        return sum(rows), max(rows, default=0)
 
     def _end_nonecm_page(self) -> None:
         if self._decoder is not None:
@@ -1649,10 +1744,17 @@ class T30Engine:
         res = self._page_result
         self._page_result = None
         self._page_started = False
+        lost, most_lost = self._lost_rows(res.rows if res is not None else 0)
+        self._page_octets = 0
+        self._page_losses = []
         quality: Literal["perfect", "good", "poor", "bad"] = "bad"
+        bad = longest = 0
         if res is not None and res.rows > 0:
-            frac = res.bad_rows / res.rows
-            if res.bad_rows == 0:
+            # Rows lost on the way count as bad rows of a page that had them too.
+            bad = res.bad_rows + lost
+            longest = max(res.longest_bad_run, most_lost)
+            frac = bad / (res.rows + lost)
+            if bad == 0:
                 quality = "perfect"
             elif frac < self.config.copy_quality_good:
                 quality = "good"
@@ -1662,7 +1764,7 @@ class T30Engine:
             self._respond(self._frame(Fcf.RTN), [Receive("v21")], State.F_COMMAND, self.config.t2)
             return
         response = Fcf.RTP if quality == "poor" else Fcf.MCF
-        self._deliver(res.page, res.bad_rows, res.longest_bad_run, quality, response, post, ecm=False)
+        self._deliver(res.page, bad, longest, quality, response, post, ecm=False)
 
     def _deliver(
         self,
@@ -1805,7 +1907,10 @@ class T30Engine:
         if modem not in self.config.modems:
             self._fail("invalid_dcs", f"CTC asks for {modem}, not offered")
             return
+        changed = (modem, rate) != (self._dcs.modem, self._dcs.rate)
         self._dcs = dataclasses.replace(self._dcs, modem=modem, rate=rate)
+        if changed:
+            self._emit_negotiated()
         self._trained = None
         self._respond(
             self._frame(Fcf.CTR), [Receive("fast", modem, rate, False)], State.F_DOC_ECM, self.config.t2

@@ -30,9 +30,11 @@ import pytest
 from tests.unit.fax.pages import itu_page
 from ums.fax import t4
 from ums.fax.t30 import (
+    LONG_TRAIN,
     MAX_V21_BURST,
     T1,
     T4,
+    TCF_MAX,
     CarrierDown,
     CarrierUp,
     Command,
@@ -44,6 +46,7 @@ from ums.fax.t30 import (
     HdlcFrame,
     Negotiated,
     PageData,
+    PageDataLost,
     PageReceived,
     PageSent,
     PageStored,
@@ -62,7 +65,7 @@ from ums.fax.t30 import (
     ToneDetected,
     longest_zero_run,
 )
-from ums.fax.t30_frames import FALLBACK, Dcs, Dis, Fcf, Frame, FrameError, parse_ctc
+from ums.fax.t30_frames import FALLBACK, Dcs, Dis, Fcf, Frame, FrameError, Modem, parse_ctc
 from ums.render.page import FaxPage
 
 V21_RATE = 300
@@ -91,8 +94,20 @@ class Faults:
     def tcf_zero_run(self, sender: str, rate: int, n: int) -> int | None:
         return None
 
+    def tcf_signal(self, sender: str, n: int) -> str | None:
+        """None: TCF as sent; "lost": nothing of it arrives; "untrained": the receiver fails to train."""
+        return None
+
     def page_data(self, sender: str, data: bytes, n: int) -> bytes:
         return data
+
+    def page_losses(self, sender: str, data: bytes, n: int) -> list[tuple[int, int]]:
+        """(offset, octets) spans of the page data lost on the way (T.38 packets that never came)."""
+        return []
+
+    def report_loss(self, sender: str, n: int) -> int | bool | None:
+        """What the transport says about a lost span: its octets (int), None (unknown), False (nothing)."""
+        return None
 
     def ecm_frame_bad(self, sender: str, frame: bytes, burst: int, index: int) -> bool:
         return False
@@ -310,9 +325,10 @@ class Link:
     def _burst_tcf(self, sender: Side, c: SendTcf, start: float) -> None:
         peer = self.peer(sender)
         n = sender.count("tcf")
-        if not self._hears(peer, start, "fast"):
+        fault = self.faults.tcf_signal(sender.name, n)
+        if fault == "lost" or not self._hears(peer, start, "fast"):
             return
-        ok = self._trained(peer, c.modem, c.rate, False)
+        ok = self._trained(peer, c.modem, c.rate, False) and fault != "untrained"
         train_end = start + TRAIN_LONG[c.modem]
         end = train_end + c.duration_ms / 1000
         self.at(start + 0.05, lambda: self._deliver(peer, CarrierUp("fast")))
@@ -335,10 +351,21 @@ class Link:
         self.at(t, lambda: self._deliver(peer, FastTrained(ok)))
         if ok:
             data = JUNK + self.faults.page_data(sender.name, c.data, n)
-            for i in range(0, len(data), self.chunk):
-                piece = data[i : i + self.chunk]
-                t += len(piece) * 8 / c.rate
-                self.at(t, partial(self._deliver, peer, PageData(piece)))
+            losses = sorted((o + len(JUNK), k) for o, k in self.faults.page_losses(sender.name, c.data, n))
+            pos = 0
+            for i, (offset, octets) in enumerate([*losses, (len(data), 0)]):
+                for j in range(pos, offset, self.chunk):
+                    piece = data[j : min(j + self.chunk, offset)]
+                    t += len(piece) * 8 / c.rate
+                    self.at(t, partial(self._deliver, peer, PageData(piece)))
+                if i < len(losses):
+                    t += octets * 8 / c.rate
+                    told = self.faults.report_loss(sender.name, i)
+                    if told is not False:
+                        self.at(
+                            t, partial(self._deliver, peer, PageDataLost(None if told is None else int(told)))
+                        )
+                pos = offset + octets
         else:
             t += len(c.data) * 8 / c.rate
         self.at(t + 0.05, lambda: self._deliver(peer, CarrierDown("fast")))
@@ -598,6 +625,44 @@ def test_ftt_at_the_lowest_rate_fails() -> None:
     assert link.answerer.result is not None and link.answerer.result.code == "dcn"
 
 
+class LoseTcf(Faults):
+    """The first ``count`` TCFs never arrive ("lost"), or arrive but the receiver fails to train."""
+
+    def __init__(self, count: int, how: str = "lost") -> None:
+        self.count, self.how = count, how
+
+    def tcf_signal(self, sender: str, n: int) -> str | None:
+        return self.how if n < self.count else None
+
+
+def tcf_ends(side: Side) -> list[float]:
+    """When each TCF of ``side`` ended: the SendComplete after it (nothing else is sent with it)."""
+    done = [t for t, e in side.events if isinstance(e, SendComplete)]
+    return [min(u for u in done if u > t) for t, c in side.commands if isinstance(c, SendTcf)]
+
+
+@pytest.mark.parametrize("how", ["lost", "untrained"])
+def test_missing_tcf_gets_ftt_before_t4(how: str) -> None:
+    page = synthetic(40, "fine", 3)
+    link = pair([page], faults=LoseTcf(2, how))
+    assert_received(link, [page])
+    # FTT each time, in time for the transmitter: no DCS repeated at the same rate.
+    assert link.answerer.fcfs_sent().count(Fcf.FTT) == 2
+    assert dcs_modes(link.caller) == [("v17", 14400), ("v17", 12000), ("v17", 9600)]
+    ftts = [t for t, _ in frames_of(link.answerer, Fcf.FTT)]
+    for end, ftt in zip(tcf_ends(link.caller), ftts, strict=False):
+        assert end < ftt + 0.075 < end + T4 - 1.0
+    assert link.caller.result is not None and link.caller.result.rate == 9600
+
+
+def test_tcf_always_lost_fails_at_the_bottom_of_the_ladder() -> None:
+    link = pair([synthetic(20)], faults=LoseTcf(100))
+    assert dcs_modes(link.caller) == list(FALLBACK)
+    assert link.answerer.fcfs_sent().count(Fcf.FTT) == len(FALLBACK)
+    assert link.caller.result is not None and link.caller.result.code == "ftt"
+    assert link.answerer.result is not None and link.answerer.result.code == "dcn"
+
+
 def test_v29_only_receiver_starts_at_9600() -> None:
     page = synthetic(20)
     link = pair([page], config(), config(modems=("v29",)))
@@ -687,6 +752,10 @@ def test_rtn_then_retrain_and_resend() -> None:
     # After RTN: a new DCS one step down, TCF, and the same page again.
     assert dcs_modes(link.caller) == [("v17", 14400), ("v17", 12000)]
     assert [s.page_no for s in link.caller.sent] == [1, 2]
+    # Both ends report the rate in use after the step down.
+    for side in (link.caller, link.answerer):
+        assert [n.rate for n in side.negotiated] == [14400, 12000]
+        assert side.result is not None and side.result.rate == 12000
 
 
 def test_rtn_every_time_gives_up() -> None:
@@ -845,12 +914,125 @@ def test_receiver_that_never_stays_ready_hits_t5() -> None:
     assert link.answerer.pages and link.answerer.result is not None and link.answerer.result.pages == 0
 
 
+class LosePageData(Faults):
+    """Page data lost on the way (T.38 packets that never came) in the caller's first page transmission:
+    ``spans`` as fractions of the coded page; ``told`` whether the receiving transport reports it."""
+
+    def __init__(self, spans: list[tuple[float, float]], told: bool = True) -> None:
+        self.spans, self.told = spans, told
+
+    def page_losses(self, sender: str, data: bytes, n: int) -> list[tuple[int, int]]:
+        if sender != "caller" or n:
+            return []
+        return [(int(a * len(data)), int((b - a) * len(data))) for a, b in self.spans]
+
+    def report_loss(self, sender: str, n: int) -> int | bool | None:
+        if not self.told:
+            return False
+        (a, b) = self.spans[n]
+        return int((b - a) * 5000)  # an estimate is good enough
+
+
+def test_lost_page_data_that_nobody_reports_goes_unnoticed() -> None:
+    # Why PageDataLost exists: the decoder sees one spliced row, and the page gets MCF.
+    page = synthetic(200, "standard", 4)
+    cfg = config(ecm=False, compressions=("mh",))
+    link = pair([page], cfg, config(ecm=False), LosePageData([(0.3, 0.6)], told=False))
+    (got,) = link.answerer.pages
+    assert got.pels.shape[0] < 150 and got.bad_rows <= 2 and got.quality in ("good", "perfect")
+    assert Fcf.RTN not in link.answerer.fcfs_sent()
+
+
+def test_lost_page_data_reported_gets_rtn_and_the_page_again() -> None:
+    pages = [synthetic(200, "standard", 4), synthetic(50, "standard", 5)]
+    cfg = config(ecm=False, compressions=("mh",))
+    link = pair(pages, cfg, config(ecm=False), LosePageData([(0.3, 0.6)]))
+    assert_received(link, pages)
+    assert link.answerer.fcfs_sent().count(Fcf.RTN) == 1
+    assert dcs_modes(link.caller) == [("v17", 14400), ("v17", 12000)]
+
+
+class TestPageDataLost:
+    """The engine's count of rows lost on the way, page data given by hand."""
+
+    PAGE = synthetic(100, "standard", 6)
+
+    @staticmethod
+    def coded(rows: slice) -> bytes:
+        # Byte-aligned EOLs: rows can be cut out cleanly, the worst case (no row decodes badly).
+        return t4.encode(TestPageDataLost.PAGE.pels[rows], compression="mh", eol_align=True, rtc=False)
+
+    def run(self, pieces: list[bytes | int | None], after_end: Sequence[int | None] = ()) -> list[Command]:
+        engine, _ = receiver_after_cfr()
+        self.engine = engine
+        engine.handle(TcfResult(14400), 8.0)
+        engine.handle(SendComplete(), 9.0)
+        engine.handle(CarrierUp("fast"), 9.5)
+        engine.handle(FastTrained(True), 9.7)
+        t = 10.0
+        for p in pieces:
+            t += 0.1
+            engine.handle(PageData(p) if isinstance(p, bytes) else PageDataLost(p), t)
+        engine.handle(CarrierDown("fast"), t + 0.2)
+        for p in after_end:
+            engine.handle(PageDataLost(p), t + 0.3)
+        return engine.handle(v21(Fcf.MPS), t + 1.5)
+
+    def test_clean_loss_is_invisible_to_the_decoder(self) -> None:
+        cmds = self.run([self.coded(slice(0, 40)), self.coded(slice(60, 100))])
+        (rx,) = [c for c in cmds if isinstance(c, PageReceived)]
+        assert rx.pels.shape[0] == 80 and rx.bad_rows == 0 and rx.quality == "perfect"
+
+    def test_one_bad_row_per_loss_of_unknown_size(self) -> None:
+        head, mid, tail = self.coded(slice(0, 30)), self.coded(slice(32, 60)), self.coded(slice(62, 100))
+        cmds = self.run([head, None, mid, None, tail])
+        (rx,) = [c for c in cmds if isinstance(c, PageReceived)]
+        assert (rx.pels.shape[0], rx.bad_rows, rx.longest_bad_run, rx.quality) == (96, 2, 1, "good")
+        # Five losses of two rows: 5 bad rows of 90 + 5, over 5 %: RTP (kept, then retrain).
+        pieces: list[bytes | int | None] = [self.coded(slice(0, 10))]
+        for start in range(12, 100, 20):
+            pieces += [None, self.coded(slice(start, min(start + 18, 100)))]
+        cmds = self.run(pieces)
+        (rx,) = [c for c in cmds if isinstance(c, PageReceived)]
+        assert (rx.pels.shape[0], rx.bad_rows, rx.quality) == (90, 5, "poor")
+        assert sent_fcfs(self.engine.handle(PageStored(rx.page_no), 20.0)) == [Fcf.RTP]
+
+    def test_rows_estimated_from_the_lost_octets(self) -> None:
+        head, lost, tail = self.coded(slice(0, 45)), self.coded(slice(45, 55)), self.coded(slice(55, 100))
+        cmds = self.run([head, len(lost), tail])
+        (rx,) = [c for c in cmds if isinstance(c, PageReceived)]
+        assert rx.pels.shape[0] == 90 and 8 <= rx.bad_rows <= 12 and rx.longest_bad_run == rx.bad_rows
+        assert rx.quality == "poor"
+        head, lost, tail = self.coded(slice(0, 30)), self.coded(slice(30, 70)), self.coded(slice(70, 100))
+        cmds = self.run([head, len(lost), tail])
+        assert sent_fcfs(cmds) == [Fcf.RTN] and not [c for c in cmds if isinstance(c, PageReceived)]
+
+    def test_ecm_ignores_it(self) -> None:
+        engine = T30Engine(config(), "answering", "receive")
+        engine.start(0.0)
+        engine.handle(SendComplete(), 5.0)
+        engine.handle(v21(Fcf.DCS, Dcs(modem="v29", rate=9600, ecm=True).to_fif()), 6.0)
+        engine.handle(TcfResult(14400), 8.0)
+        engine.handle(SendComplete(), 9.0)
+        engine.handle(CarrierUp("fast"), 9.5)
+        assert engine.handle(PageDataLost(500), 10.0) == [] and engine.state.value == "F_DOC_ECM"
+
+    def test_loss_noticed_after_the_page_ended_still_counts(self) -> None:
+        head, lost, tail = self.coded(slice(0, 30)), self.coded(slice(30, 70)), self.coded(slice(70, 100))
+        cmds = self.run([head, tail], after_end=[len(lost)])
+        assert sent_fcfs(cmds) == [Fcf.RTN]
+
+
 class Chaos(Faults):
-    """Random losses: V.21 bursts dropped or damaged, ECM frames damaged, TCF failing."""
+    """Random losses: V.21 bursts dropped or damaged, ECM frames damaged, TCF failing or lost."""
 
     def __init__(self, seed: int, drop: float, bad: float, ecm: float, tcf: float) -> None:
         self.rng = np.random.default_rng(seed)
+        self.tcf_rng = np.random.default_rng(seed + 1000)
         self.p = (drop, bad, ecm, tcf)
+
+    def tcf_signal(self, sender: str, n: int) -> str | None:
+        return "lost" if self.tcf_rng.random() < self.p[3] / 2 else None
 
     def drop_burst(self, sender: str, frames: tuple[bytes, ...], n: int) -> bool:
         return bool(self.rng.random() < self.p[0])
@@ -923,11 +1105,66 @@ def test_tcf_given_as_data_is_checked_at_its_end() -> None:
     assert sent_fcfs(cmds) == [Fcf.FTT]
 
 
-def test_training_failure_gets_ftt() -> None:
+def test_training_failure_gets_ftt_when_the_tcf_ends() -> None:
     engine, _ = receiver_after_cfr()
     engine.handle(CarrierUp("fast"), 6.2)
-    assert sent_fcfs(engine.handle(FastTrained(False), 6.5)) == [Fcf.FTT]
-    assert engine.handle(CarrierDown("fast"), 8.0) == []  # decided once
+    assert engine.handle(FastTrained(False), 6.5) == []  # the far end is still sending TCF
+    assert sent_fcfs(engine.handle(CarrierDown("fast"), 8.0)) == [Fcf.FTT]
+    assert engine.handle(CarrierDown("fast"), 8.1) == []  # decided once
+
+
+def tcf_deadline(dcs_at: float, modem: Modem) -> float:
+    return dcs_at + 0.095 + LONG_TRAIN[modem] + TCF_MAX + T30Config().tcf_margin
+
+
+def test_no_tcf_at_all_gets_ftt_once_it_must_be_over() -> None:
+    engine, _ = receiver_after_cfr()  # DCS (V.29) at 6.0
+    deadline = tcf_deadline(6.0, "v29")
+    assert engine.next_deadline() == pytest.approx(deadline)
+    assert deadline < 6.0 + 0.075 + 0.253 + 1.5 + T4 - 1.0  # well before the transmitter's T4
+    assert engine.poll(deadline - 0.01) == []
+    cmds = engine.poll(deadline)
+    assert sent_fcfs(cmds) == [Fcf.FTT] and cmds[-1] == Receive("v21")
+    # The transmitter steps down: DCS again, and this time TCF arrives.
+    dcs = Dcs(modem="v27ter", rate=4800, compression="mh", min_scan_ms=0)
+    engine.handle(SendComplete(), deadline + 1.2)
+    assert engine.handle(v21(Fcf.DCS, dcs.to_fif()), deadline + 4.0) == [
+        Receive("fast", "v27ter", 4800, False)
+    ]
+    assert sent_fcfs(engine.handle(TcfResult(4800 * 3 // 2), deadline + 6.5)) == [Fcf.CFR]
+
+
+def test_a_click_before_the_tcf_is_not_taken_for_it() -> None:
+    engine, _ = receiver_after_cfr()
+    engine.handle(CarrierUp("fast"), 6.1)
+    engine.handle(FastTrained(False), 6.15)
+    assert engine.handle(CarrierDown("fast"), 6.2) == []  # too short to be a TCF: wait for it
+    engine.handle(CarrierUp("fast"), 6.3)
+    engine.handle(FastTrained(True), 6.6)
+    assert sent_fcfs(engine.handle(TcfResult(9600 * 3 // 2), 8.1)) == [Fcf.CFR]
+
+
+def test_tcf_still_arriving_at_the_deadline_gets_one_more_margin() -> None:
+    engine, _ = receiver_after_cfr()
+    deadline = tcf_deadline(6.0, "v29")
+    engine.handle(CarrierUp("fast"), 8.0)  # late: the far end's TCF started long after DCS
+    assert engine.poll(deadline) == []
+    assert engine.next_deadline() == pytest.approx(deadline + T30Config().tcf_margin)
+    assert sent_fcfs(engine.handle(TcfResult(9600 * 3 // 2), deadline + 0.5)) == [Fcf.CFR]
+    engine, _ = receiver_after_cfr()
+    engine.handle(CarrierUp("fast"), 8.0)
+    engine.poll(deadline)
+    assert sent_fcfs(engine.poll(deadline + T30Config().tcf_margin)) == [Fcf.FTT]  # never ends
+
+
+def test_tcf_given_as_data_with_a_gap_fails() -> None:
+    engine, _ = receiver_after_cfr()
+    engine.handle(PageData(bytes(800)), 7.0)
+    engine.handle(PageDataLost(100), 7.1)  # 6400 + 6400 zero bits arrived, but not in one run
+    assert sent_fcfs(engine.handle(PageData(bytes(800), end=True), 8.0)) == [Fcf.FTT]
+    engine, _ = receiver_after_cfr()
+    engine.handle(PageData(bytes(800)), 7.0)
+    assert sent_fcfs(engine.handle(PageData(bytes(800), end=True), 8.0)) == [Fcf.CFR]
 
 
 def test_pri_eop_is_answered_like_eop() -> None:
@@ -1020,6 +1257,8 @@ def test_config_checks() -> None:
         T30Engine(role="caller")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         T30Config(modems=("v17",))
+    with pytest.raises(ValueError):
+        T30Config(tcf_margin=-1.0)
 
 
 # ======================================================================================================
@@ -1134,11 +1373,13 @@ class SpanLink:
         *,
         ecm_bad: Callable[[str, bytes, int], bool] = lambda sender, frame, burst: False,
         tcf_bad: Callable[[str, int], bool] = lambda sender, n: False,
+        tcf_lost: Callable[[int], bool] = lambda n: False,
         page_damage: Callable[[str, bytes, int], bytes] = lambda sender, data, n: data,
         drop: Callable[[str, bytes], bool] = lambda sender, frame: False,
     ) -> None:
         self.ours, self.span = ours, span
         self.ecm_bad, self.tcf_bad, self.page_damage, self.drop = ecm_bad, tcf_bad, page_damage, drop
+        self.tcf_lost = tcf_lost  # SpanDSP's n-th TCF never reaches our engine
         self.pages_sent = {"ours": 0, "span": 0}
         self.bursts = {"ours": 0, "span": 0}
         self.tcfs = {"ours": 0, "span": 0}
@@ -1148,6 +1389,7 @@ class SpanLink:
         self._seq = itertools.count()
         self.trace: list[str] = []
         self.trace_cmds: list[tuple[float, Command]] = []
+        self.events: list[tuple[float, Event]] = []
         self.pages: list[PageReceived] = []
         self.finished: Finished | None = None
         # our side
@@ -1183,6 +1425,7 @@ class SpanLink:
     def _deliver(self, ev: Event) -> None:
         if self.ours.finished:
             return
+        self.events.append((self.now, ev))
         self.trace.append(f"{self.now:8.3f} ours <- {ev!r:.100}")
         self._ours(self.ours.handle(ev, self.now))
 
@@ -1338,21 +1581,26 @@ class SpanLink:
                 self.at(start, partial(self._to_ours_fast_up, modem, rate, bool(short)))
             else:
                 data = self.span.get_all()
+                heard = True
                 if data and not any(data):  # TCF
                     self.tcfs["span"] += 1
+                    heard = not self.tcf_lost(self.tcfs["span"] - 1)
                     if self.tcf_bad("span", self.tcfs["span"] - 1):
                         data = _broken_tcf(data)
                 elif data:
                     self.pages_sent["span"] += 1
                     data = self.page_damage("span", data, self.pages_sent["span"] - 1)
-                self.at(start, partial(self._to_ours_fast_up, modem, rate, bool(short)))
+                if heard:
+                    self.at(start, partial(self._to_ours_fast_up, modem, rate, bool(short)))
                 t = cursor
                 for i in range(0, len(data), 2048):
                     piece = data[i : i + 2048]
                     t += len(piece) * 8 / rate
-                    self.at(t, partial(self._to_ours_data, piece))
+                    if heard:
+                        self.at(t, partial(self._to_ours_data, piece))
                 cursor = t + 0.02
-                self.at(cursor, partial(self._to_ours_fast_down))
+                if heard:
+                    self.at(cursor, partial(self._to_ours_fast_down))
                 self.at(cursor, self._span_step_complete)
         else:
             pass  # NONE / DONE / CNG: nothing to time
@@ -1528,6 +1776,23 @@ def test_spandsp_ftt_and_step_down(tmp_path: Path, ours_transmit: bool) -> None:
     assert [f.name for f in span.frames].count("FTT") == 2
 
 
+@spandsp_only
+def test_spandsp_tcf_lost_gets_ftt_and_a_step_down(tmp_path: Path) -> None:
+    # SpanDSP's first two TCFs never reach us: FTT before its T4, and it steps down each time.
+    link, span, pages = span_pair(tmp_path, False, ecm=False, tcf_lost=lambda n: n < 2)
+    assert_span_call(link, span, pages, tmp_path, False)
+    assert [f.name for f in span.frames if not f.sent].count("FTT") == 2
+    assert [f.name for f in span.frames if f.sent].count("DCS") == 3
+    dcs = [t for t, e in link.events if isinstance(e, HdlcFrame) and fcf_of(e.data) is Fcf.DCS]
+    ftt = [t for t, c in link.trace_cmds if isinstance(c, SendHdlc) and fcf_of(c.frames[-1]) is Fcf.FTT]
+    # At the TCF deadline (V.17: 4.15 s after DCS, 1.1 s after the TCF), not at T2 (6 s).
+    assert [b - a for a, b in zip(dcs, ftt, strict=False)] == pytest.approx(
+        [tcf_deadline(0.0, "v17")] * 2, abs=0.02
+    )
+    assert span.result.bit_rate == 9600
+    assert link.ours.result is not None and link.ours.result.rate == 9600
+
+
 def _frame_one_bad(sender: str, bursts: int) -> Callable[[str, bytes, int], bool]:
     def bad(who: str, frame: bytes, burst: int) -> bool:
         return who == sender and burst < bursts and frame[2] == Fcf.FCD and frame[3] == 1
@@ -1572,6 +1837,7 @@ def test_ctc_to_spandsp(tmp_path: Path, step_down: bool, rate: int) -> None:
     (ctc,) = [f for f in span.frames if not f.sent and f.name == "CTC"]
     assert parse_ctc(Frame.parse(ctc.data).fif) == ("v17", rate)
     assert span.result.bit_rate == rate
+    assert link.ours.result is not None and link.ours.result.rate == rate
 
 
 @spandsp_only

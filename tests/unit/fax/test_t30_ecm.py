@@ -121,6 +121,20 @@ def test_four_pprs_lead_to_ctc_and_a_lower_rate() -> None:
     assert link.caller.result is not None and link.caller.result.success
 
 
+@pytest.mark.parametrize(("step_down", "rate"), [(True, 12000), (False, 14400)])
+def test_after_ctc_both_ends_report_the_rate_in_use(step_down: bool, rate: int) -> None:
+    page = dense_page()
+    link = pair([page], config(ctc_step_down=step_down), config(), BadFrames({b: {1} for b in range(4)}))
+    assert link.answerer.fcfs_sent().count(Fcf.CTR) == 1
+    for side in (link.caller, link.answerer):
+        # Negotiated again only when CTC changed the rate.
+        assert [(n.modem, n.rate) for n in side.negotiated] == [("v17", 14400)] + (
+            [("v17", rate)] if step_down else []
+        )
+        assert side.result is not None and side.result.success
+        assert (side.result.modem, side.result.rate) == ("v17", rate)
+
+
 def test_ctc_then_more_blocks_train_short_at_the_new_rate() -> None:
     rng = np.random.default_rng(8)
     pages = [FaxPage.at((rng.random((120, 1728)) < 0.06).astype(np.uint8), "fine") for _ in range(2)]
