@@ -304,7 +304,7 @@ def encode(
         MH/MR: add fill so that every EOL ends on a byte boundary (TIFF T4Options bit 2).
     rtc : bool
         End with RTC (six EOLs, T.4 §4.1.4) or EOFB (T.6 §2.4).  Without it, MH/MR still end the last
-        line with one EOL.
+        line with one EOL.  A page of no rows gives only the RTC / EOFB (empty without ``rtc``).
     msb_first : bool
         Pack the first bit into the most significant bit of each byte (TIFF FillOrder 1).  The
         default is line order, first bit in the least significant bit (FillOrder 2).
@@ -357,6 +357,8 @@ def encode(
         return _pack(code, length, msb_first)
 
     # T.4: EOL (+ tag: 1 = next line one-dimensional) before every line, fill before each EOL.
+    if n_rows == 0 and not rtc:
+        return b""  # no line to end: nothing at all
     tag = 1 if compression == "mr" else 0
     eol_code = (EOL << tag) | one_d.astype(np.int64) if tag else np.full(n_rows, EOL, np.int64)
     eol_len = EOL_BITS + tag
@@ -373,8 +375,9 @@ def encode(
     total = int(per_row.sum()) + n_tail
     out_code = np.zeros(total, np.int64)
     out_len = np.zeros(total, np.int64)
-    out_len[start[0]] = lead_fill
-    out_len[start[1:]] = fill[:-1]
+    if n_rows:  # an empty page is only the RTC (after the lead fill)
+        out_len[start[0]] = lead_fill
+        out_len[start[1:]] = fill[:-1]
     out_code[start + 1] = eol_code
     out_len[start + 1] = eol_len
     dest = start[row] + 2 + (np.arange(len(row)) - np.searchsorted(row, row, side="left"))

@@ -49,12 +49,16 @@ collected and handed over as ``HdlcFrame`` at ``hdlc-fcs-OK`` / ``hdlc-fcs-BAD``
 ``-sig-end`` forms); a frame that lost octets (:meth:`T38Terminal.note_loss`, or data arriving
 without its start) is reported with ``crc_ok=False``.  ``t4-non-ecm-data`` becomes ``PageData``,
 also for TCF (the engine judges a TCF handed over as data at its end, ``docs/t30.md``); data is
-passed on in batches of ``rx_batch`` octets.  Any of ``hdlc-sig-end``, ``t4-non-ecm-sig-end``,
-``hdlc-fcs-*-sig-end`` ends whatever carrier is up (some gateways send the wrong one at the end
-of TCF), and counts as ``no-signal``.  Data without its indicator starts the carrier its data
-type implies.  A burst with no packet for ``rx_timeout`` seconds (15 s, image modem) or
-``v21_timeout`` (2 s, V.21) is ended as if ``no-signal`` had come: a V.21 burst whose end was lost
-must not keep the engine's T4 suspended for long.
+passed on in batches of ``rx_batch`` octets.  Non-ECM data lost in a gap (``note_loss`` before
+more data of the same signal, or before its end) is reported in order as ``PageDataLost``, with
+the octets estimated from the time since the last data at the data type's bit rate, so that the
+copy-quality check counts the missing rows (T.38 loss removes data rather than garbling it).
+Any of ``hdlc-sig-end``, ``t4-non-ecm-sig-end``, ``hdlc-fcs-*-sig-end`` ends whatever carrier is
+up (some gateways send the wrong one at the end of TCF), and counts as ``no-signal``.  Data
+without its indicator starts the carrier its data type implies.  A burst with no packet for
+``rx_timeout`` seconds (15 s, image modem) or ``v21_timeout`` (2 s, V.21) is ended as if
+``no-signal`` had come: a V.21 burst whose end was lost must not keep the engine's T4 suspended
+for long.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from ums.fax.t30 import (
     HdlcFrame,
     Negotiated,
     PageData,
+    PageDataLost,
     PageReceived,
     PageSent,
     PageStored,
@@ -177,6 +182,7 @@ _FAST_INDICATORS: Final = frozenset(
     | set(_V17_TRAINING.values())
     | {T30Indicator.V33_12000_TRAINING, T30Indicator.V33_14400_TRAINING, T30Indicator.V34_PRI_CHANNEL}
 )
+_DATA_RATES: Final[dict[T30Data, int]] = {dt: rate for (_, rate), dt in _DATA_TYPES.items()}
 _HDLC_END: Final = {
     FieldType.HDLC_FCS_OK: (True, False),
     FieldType.HDLC_FCS_BAD: (False, False),
@@ -243,6 +249,9 @@ class _Burst:
     hdlc_damaged: bool = False
     page: bytearray = field(default_factory=bytearray)
     non_ecm: bool = False
+    data_at: float | None = None  # when the last non-ECM data arrived
+    data_octets: int = 0  # how much it was
+    rate: int = 0  # bit rate of the non-ECM data type
 
 
 class T38Terminal:
@@ -306,6 +315,7 @@ class T38Terminal:
         self._last_field: tuple[T30Data, FieldType] | None = None
         self._burst = _Burst()
         self._rx_deadline: float | None = None
+        self._gap = False  # packets lost before the next one received
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -343,9 +353,15 @@ class T38Terminal:
         return self._pump(now)
 
     def note_loss(self) -> None:
-        """Packets were lost before the next one: an HDLC frame being collected is damaged."""
+        """Packets were lost before the next one received.
+
+        An HDLC frame being collected is damaged.  Non-ECM data (page or TCF) lost in the gap is
+        reported to the engine as ``PageDataLost`` when the next packet shows what the gap was in:
+        more non-ECM data of the same signal, or the end of a signal that carried non-ECM data.
+        """
         self.stats.losses += 1
         self._burst.hdlc_damaged = True
+        self._gap = True
 
     def poll(self, now: float) -> list[bytes]:
         """Run what is due at ``now``: packets to send, ``SendComplete``, engine timers, timeouts."""
@@ -533,11 +549,12 @@ class T38Terminal:
     def _rx_packet(self, packet: IfpPacket, now: float) -> None:
         if isinstance(packet, Indicator):
             self._rx_indicator_packet(packet.kind, now)
-            return
-        for ftype, fdata in packet.fields:
-            self._rx_field(packet.data_type, ftype, fdata, now)
-            self._last_field = (packet.data_type, ftype)
-        self._arm_backstop(now)
+        else:
+            for ftype, fdata in packet.fields:
+                self._rx_field(packet.data_type, ftype, fdata, now)
+                self._last_field = (packet.data_type, ftype)
+            self._arm_backstop(now)
+        self._gap = False  # the packet after a gap shows what was lost; nothing more to learn
 
     def _arm_backstop(self, now: float) -> None:
         carrier = self._burst.carrier
@@ -570,13 +587,34 @@ class T38Terminal:
 
     def _end_carrier(self, now: float) -> None:
         burst = self._burst
+        if burst.carrier is None:
+            self._burst = _Burst()
+            self._rx_deadline = None
+            return
+        if burst.non_ecm and self._gap:
+            self._data_lost(burst, now)  # the end of the data went with the gap
         self._burst = _Burst()
         self._rx_deadline = None
-        if burst.carrier is None:
-            return
         if burst.non_ecm:
             self._handle(PageData(bytes(burst.page), end=True), now)
         self._handle(CarrierDown(burst.carrier), now)
+
+    def _data_lost(self, burst: _Burst, now: float) -> None:
+        """Report non-ECM data lost before ``now``: the data collected so far, then ``PageDataLost``.
+
+        The amount is estimated from the time since the last data arrived at the data type's bit
+        rate, less the octets that came then (unknown, None, without earlier data in this signal).
+        """
+        self._gap = False
+        if burst.page:
+            data = bytes(burst.page)
+            burst.page.clear()
+            self._handle(PageData(data), now)
+        octets: int | None = None
+        if burst.data_at is not None and burst.rate:
+            estimate = round((now - burst.data_at) * burst.rate / 8) - burst.data_octets
+            octets = estimate if estimate > 0 else None
+        self._handle(PageDataLost(octets), now)
 
     def _ensure_carrier(self, data_type: T30Data, now: float) -> _Burst:
         """The burst ``data_type`` belongs to, started if its indicator was lost."""
@@ -638,6 +676,11 @@ class T38Terminal:
             return  # non-ECM data only comes with an image modem
         burst = self._ensure_carrier(data_type, now)
         burst.non_ecm = True
+        if self._gap:
+            self._data_lost(burst, now)
+        burst.data_at = now
+        burst.data_octets = len(fdata)
+        burst.rate = _DATA_RATES.get(data_type, 0)
         burst.page += fdata.translate(_REVERSE)
         if len(burst.page) >= self.rx_batch:
             data = bytes(burst.page)

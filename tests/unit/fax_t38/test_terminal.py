@@ -31,14 +31,18 @@ from ums.fax.t30 import (
     Finished,
     HdlcFrame,
     PageData,
+    PageDataLost,
     PageReceived,
     PageSent,
+    SendComplete,
     SendEcmFrames,
     SendPage,
     SendTcf,
+    State,
     T30Config,
     T30Engine,
 )
+from ums.fax.t30_frames import Fcf, Frame, FrameError
 from ums.fax_t38.ifp import Data, FieldType, Indicator, T30Data, T30Indicator, decode_ifp, encode_ifp
 from ums.fax_t38.terminal import T38Terminal, UdptlLink
 from ums.fax_t38.udptl import UdptlDecoder, UdptlEncoder
@@ -85,10 +89,12 @@ def run_pair(
     polling: bool = False,
     version: int = 0,
     drop: Callable[[float, int], bool] | None = None,
+    setup: Callable[[list[End]], None] | None = None,
 ) -> Run:
     """Calling transmitter -> answering receiver (``polling``: calling receiver <- answering
     transmitter), run until both terminals are finished or ``max_time``.  ``drop(now, sender)``
-    (sender 0 = caller) loses datagrams on top of the random ``loss``."""
+    (sender 0 = caller) loses datagrams on top of the random ``loss``; ``setup`` gets the two ends
+    (caller, answerer) before the call starts."""
     tx_cfg = tx_config or T30Config(ident=CALLER_ID, ecm=ecm)
     rx_cfg = rx_config or T30Config(ident=ANSWER_ID, ecm=ecm)
     if polling:
@@ -104,6 +110,8 @@ def run_pair(
         )
 
     ends = [End("caller", link(caller_engine)), End("answerer", link(answer_engine))]
+    if setup is not None:
+        setup(ends)
     rng = random.Random(seed)
     queue: list[tuple[float, int, int, bytes]] = []
     order = itertools.count()
@@ -247,7 +255,7 @@ def test_lossy_network(ecm: bool) -> None:
         check_pages(run, pages)
     else:
         # packets lost for good in a non-ECM page cost rows (T.38 loss removes data, it does not
-        # garble it), and the copy-quality check does not see missing rows
+        # garble it); they are reported as PageDataLost and counted in the copy-quality check
         assert all(rx.pels.shape[1] == 1728 for rx in run.answerer.pages)
     assert run.now < 600
 
@@ -267,6 +275,172 @@ def test_ecm_survives_outages(direction: int) -> None:
         for end in (run.caller, run.answerer):
             assert end.result is not None and end.result.success, (start, end.result)
         check_pages(run, pages)
+
+
+def _record(engine: T30Engine, seen: list[tuple[float, Event]]) -> None:
+    """Record the events ``engine`` gets (the terminal calls ``engine.handle``)."""
+    handle = engine.handle
+
+    def recording(event: Event, now: float) -> list[Command]:
+        seen.append((now, event))
+        return handle(event, now)
+
+    engine.handle = recording  # type: ignore[method-assign]
+
+
+def _fcfs(seen: list[tuple[float, Event]]) -> list[Fcf]:
+    out = []
+    for _, e in seen:
+        if isinstance(e, HdlcFrame) and e.crc_ok:
+            try:
+                out.append(Frame.parse(e.data).fcf)
+            except FrameError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize(("outage", "answer"), [(1.0, Fcf.RTP), (3.0, Fcf.RTN)])
+def test_non_ecm_outage_mid_page(outage: float, answer: Fcf) -> None:
+    """A network outage in the middle of a non-ECM page, no redundancy: the packets never come, the
+    receiver reports the gap to the engine (PageDataLost, octets from the gap at 14400 bit/s), and
+    copy quality answers RTP (1 s: about 10 % of the page lost) or RTN (3 s).  After RTN the page
+    is sent again one step down and confirmed; either way the call ends normally."""
+    pages = [chart("itu1", "standard")]
+    ends: list[End] = []
+    caller_seen: list[tuple[float, Event]] = []
+    answer_seen: list[tuple[float, Event]] = []
+    page_at: list[float] = []
+
+    def setup(e: list[End]) -> None:
+        ends[:] = e
+        _record(e[0].terminal.engine, caller_seen)
+        _record(e[1].terminal.engine, answer_seen)
+
+    def drop(now: float, sender: int) -> bool:
+        rx = ends[1].terminal.engine
+        if (
+            not page_at
+            and rx.state is State.F_DOC_NON_ECM
+            and any(isinstance(e, PageData) for _, e in answer_seen)
+        ):
+            page_at.append(now)  # the first page's data is arriving
+        return sender == 0 and bool(page_at) and page_at[0] + 3.0 <= now < page_at[0] + 3.0 + outage
+
+    run = run_pair(pages, ecm=False, depth=0, drop=drop, setup=setup)
+    assert page_at and run.dropped > 0
+    for end in (run.caller, run.answerer):
+        assert end.result is not None and end.result.success, end.result
+        assert end.result.pages == 1
+    lost = [(t, e.octets) for t, e in answer_seen if isinstance(e, PageDataLost)]
+    assert len(lost) == 1 and run.answerer.terminal.stats.losses == 1
+    t, octets = lost[0]
+    assert octets is not None and octets == pytest.approx(outage * 14400 / 8, rel=0.05)
+    assert page_at[0] + 3.0 + outage <= t < page_at[0] + 3.0 + outage + 0.1
+    # in order: data before the gap, the loss, data after it
+    kinds = [type(e) for _, e in answer_seen if isinstance(e, (PageData, PageDataLost))]
+    i = kinds.index(PageDataLost)
+    assert kinds[i - 1] is PageData and kinds[i + 1] is PageData
+    responses = [f for f in _fcfs(caller_seen) if f in (Fcf.MCF, Fcf.RTP, Fcf.RTN)]
+    rx = run.answerer.pages
+    if answer is Fcf.RTP:
+        assert responses == [Fcf.RTP]
+        assert [s.response for s in run.caller.sent] == ["RTP"]
+        assert len(rx) == 1 and rx[0].quality == "poor"
+        # missing data removes rows; the engine estimates them at the page's average octets per row
+        assert 1188 - rx[0].pels.shape[0] > 0.05 * 1188 and rx[0].bad_rows > 0.05 * 1188
+    else:
+        assert responses == [Fcf.RTN, Fcf.MCF]
+        assert [s.response for s in run.caller.sent] == ["MCF"]
+        assert run.caller.result is not None and run.caller.result.rate == 12000  # one step down
+        check_pages(run, pages)  # the damaged copy was dropped, the resent one is exact
+
+
+def test_tcf_gap_answers_ftt() -> None:
+    """TCF handed over as data: 0.3 s of it lost in the middle leaves no 1 s run of zeros, so the
+    receiver answers FTT (not CFR) and the transmitter steps down; the call then goes through."""
+    pages = [chart("itu2", "standard")]
+    ends: list[End] = []
+    answer_seen: list[tuple[float, Event]] = []
+    tcf_at: list[float] = []
+
+    def setup(e: list[End]) -> None:
+        ends[:] = e
+        _record(e[1].terminal.engine, answer_seen)
+
+    def drop(now: float, sender: int) -> bool:
+        rx = ends[1].terminal.engine
+        if not tcf_at and rx.state is State.F_TCF and any(isinstance(e, FastTrained) for _, e in answer_seen):
+            tcf_at.append(now)  # the first TCF's zeros are arriving (TCF data goes over in one batch)
+        return sender == 0 and bool(tcf_at) and tcf_at[0] + 0.4 <= now < tcf_at[0] + 0.7
+
+    run = run_pair(pages, ecm=False, depth=0, drop=drop, setup=setup)
+    lost = [e for _, e in answer_seen if isinstance(e, PageDataLost)]
+    assert len(lost) == 1 and lost[0].octets == pytest.approx(0.3 * 14400 / 8, rel=0.1)
+    for end in (run.caller, run.answerer):
+        assert end.result is not None and end.result.success, end.result
+        assert (end.result.modem, end.result.rate) == ("v17", 12000)
+    check_pages(run, pages)
+
+
+def test_receive_non_ecm_gaps() -> None:
+    """Losses while non-ECM data flows become PageDataLost in order: data so far, the loss
+    (octets from the time since the last data, less what came then), the rest.  A gap that takes
+    the end of the data reports before the page's end; gaps elsewhere report nothing."""
+    eng = Recorder()
+    term = T38Terminal(eng)
+    dt = T30Data.V29_9600  # 1200 octets a second
+    t4d = FieldType.T4_NON_ECM_DATA
+
+    def rx(p: Indicator | Data, now: float) -> None:
+        term.receive_ifp(encode_ifp(p, 0), now)
+
+    rx(Indicator(T30Indicator.V29_9600_TRAINING), 0.0)
+    rx(Data(dt, [(t4d, b"\x01" * 36)]), 0.3)
+    rx(Data(dt, [(t4d, b"\x02" * 36)]), 0.33)
+    term.note_loss()
+    rx(Data(dt, [(t4d, b"\x04" * 36)]), 1.33)  # 1 s since the last data, which was 36 octets
+    rx(Data(dt, [(t4d, b"\x08" * 36)]), 1.36)
+    term.note_loss()
+    rx(Data(dt, [(FieldType.T4_NON_ECM_SIG_END, b"")]), 1.39)  # only the sig-end's first copy lost
+    term.note_loss()
+    rx(Indicator(T30Indicator.NO_SIGNAL), 1.5)
+    term.note_loss()
+    rx(Indicator(T30Indicator.V29_9600_TRAINING), 2.0)  # the gap lost no non-ECM data
+    term.note_loss()
+    rx(Data(dt, [(t4d, b"\x10" * 8)]), 2.5)  # data lost before the first that came: amount unknown
+    term.note_loss()
+    rx(Indicator(T30Indicator.V21_PREAMBLE), 3.0)  # the end of the page was lost
+    term.note_loss()  # V.21 and ECM losses only damage frames
+    rx(Data(T30Data.V21, [(FieldType.HDLC_DATA, DIS_WIRE)]), 3.1)
+    rx(Data(T30Data.V21, [(FieldType.HDLC_FCS_OK_SIG_END, b"")]), 3.2)
+    rx(Indicator(T30Indicator.V17_9600_LONG_TRAINING), 4.0)
+    rx(Data(T30Data.V17_9600, [(FieldType.HDLC_DATA, DIS_WIRE)]), 4.1)
+    term.note_loss()
+    rx(Data(T30Data.V17_9600, [(FieldType.HDLC_DATA, DIS_WIRE)]), 5.1)
+    rx(Data(T30Data.V17_9600, [(FieldType.HDLC_FCS_OK_SIG_END, b"")]), 5.2)
+    events = [e for e in eng.seen if not isinstance(e, (SendComplete, FastTrained))]
+    assert events == [
+        CarrierUp("fast"),
+        PageData(b"\x80" * 36 + b"\x40" * 36),
+        PageDataLost(1200 - 36),
+        PageData(b"\x20" * 36 + b"\x10" * 36),
+        PageDataLost(None),  # 30 ms after 36 octets at 9600 bit/s: nothing missing but the sig-end
+        PageData(b"", end=True),
+        CarrierDown("fast"),
+        CarrierUp("fast"),
+        PageDataLost(None),
+        PageData(b"\x08" * 8),
+        PageDataLost(600 - 8),
+        PageData(b"", end=True),
+        CarrierDown("fast"),
+        CarrierUp("v21"),
+        HdlcFrame(DIS, False),
+        CarrierDown("v21"),
+        CarrierUp("fast"),
+        HdlcFrame(DIS + DIS, False),
+        CarrierDown("fast"),
+    ]
+    assert term.stats.losses == 8
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -531,7 +705,8 @@ def test_udptl_link_reports_losses() -> None:
 def test_abort_and_hangup() -> None:
     pages = [chart("itu2", "standard")]
     term = T38Terminal(T30Engine(T30Config(ident=CALLER_ID), "calling", "transmit", pages))
-    assert [p.kind for p in _decoded(term.start(0.0))] == [T30Indicator.CNG]  # x3, 10 ms apart
+    assert [p.kind for p in _decoded(term.start(0.0)) if isinstance(p, Indicator)] == [T30Indicator.CNG]
+    assert len(term._txq) == 2  # the other two copies, 10 ms apart
     sent = _decoded(term.abort(1.0))
     sent += [p for _, p in _drain(term, 1.0)]
     assert term.finished and term.next_deadline() is None
