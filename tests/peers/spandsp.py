@@ -278,6 +278,7 @@ class ModemRx:
         *,
         cutoff_dbm0: float | None = -48.0,
         short_train: bool = False,
+        c_sink: bool = False,
     ) -> None:
         if modem not in MODEMS:
             raise ValueError(f"unknown modem {modem!r}")
@@ -285,17 +286,27 @@ class ModemRx:
         self.modem = modem
         self._bits: list[int] = []
         self.timeline: list[tuple[str, int]] = []
-        self._put_bit = PUT_BIT(self._on_put_bit)
+        user: Any = None
+        self._sink = None
+        if c_sink:
+            # For timing SpanDSP alone: bits go straight into a C HDLC receiver (same signature as
+            # put_bit), so no Python runs per bit; ``bits`` stays empty.
+            self._frame_cb = FRAME_HANDLER(lambda *_: None)
+            self._sink = self.lib.hdlc_rx_init(None, 0, 0, 5, self._frame_cb, None)
+            self._put_bit = ctypes.cast(self.lib.hdlc_rx_put_bit, PUT_BIT)
+            user = self._sink
+        else:
+            self._put_bit = PUT_BIT(self._on_put_bit)
         if modem.startswith("v21"):
             self.state = self.lib.fsk_rx_init(
-                None, _fsk_spec(modem), FSK_FRAME_MODE_SYNC, self._put_bit, None
+                None, _fsk_spec(modem), FSK_FRAME_MODE_SYNC, self._put_bit, user
             )
             if cutoff_dbm0 is not None:
                 self.lib.fsk_rx_signal_cutoff(self.state, cutoff_dbm0)
             self._rx = self.lib.fsk_rx
             self._free = self.lib.fsk_rx_free
         else:
-            self.state = getattr(self.lib, f"{modem}_rx_init")(None, bit_rate, self._put_bit, None)
+            self.state = getattr(self.lib, f"{modem}_rx_init")(None, bit_rate, self._put_bit, user)
             if cutoff_dbm0 is not None:
                 getattr(self.lib, f"{modem}_rx_signal_cutoff")(self.state, cutoff_dbm0)
             self._rx = getattr(self.lib, f"{modem}_rx")
@@ -346,6 +357,10 @@ class ModemRx:
         if state:
             self._free(state)
             self.state = None
+        sink = getattr(self, "_sink", None)
+        if sink:
+            self.lib.hdlc_rx_free(sink)
+            self._sink = None
 
 
 class HdlcTx:
