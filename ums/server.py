@@ -26,9 +26,17 @@ from typing import Any
 import numpy as np
 
 from ums import pipeline
-from ums.calls.service import CallManager, MediaEndpoint, StoredMessage, VoicemailWiring
+from ums.calls.service import (
+    CallManager,
+    FaxWiring,
+    MediaEndpoint,
+    StoredMessage,
+    UdptlEndpointLike,
+    VoicemailWiring,
+)
 from ums.config import Config, Mailbox
 from ums.directory.lookup import Directory, DirectorySettings, NumberPlan, load_directory
+from ums.fax_t38.service import UdptlEndpoint
 from ums.log import kv, setup_logging
 from ums.mailgate.imap_service import ImapWatcher, stop_watchers, watchers_for
 from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
@@ -39,7 +47,9 @@ from ums.sip import events as sip_events
 from ums.sip.sdp import AudioParams
 from ums.sip.service import SipService
 from ums.sip.ua import UaSettings, UserAgent
+from ums.store.fax_pages import FaxSinkFactory
 from ums.store.index import MessageIndex
+from ums.store.models import MessageRecord
 from ums.store.spool import Spool
 from ums.voicemail.machine import VoicemailSettings
 from ums.voicemail.prompts import GreetingError, default_goodbye, load_greetings
@@ -84,7 +94,9 @@ class Server:
         self.spool = Spool(data / "spool")
         self.index = MessageIndex(data / "index.sqlite")
         domain = config.mail.message_id_domain or config.mail.sender.rpartition("@")[2] or "localhost"
+        self.domain = domain
         self.sink = VoiceMessageSink(self.spool, self.index, domain)
+        self.fax_sinks: FaxSinkFactory | None = None
         self.directory = self._load_directory()
         self._greetings: dict[str, dict[str, np.ndarray]] = {}
         pipeline.configure(config, index=self.index)
@@ -121,6 +133,33 @@ class Server:
         )
         await endpoint.open()
         return endpoint
+
+    async def _open_udptl(self) -> UdptlEndpointLike:
+        sip_cfg = self.config.sip
+        endpoint = UdptlEndpoint(
+            sip_cfg.listen[0].host,
+            port_pool=self.rtp_ports,
+            port_min=sip_cfg.rtp_port_min,
+            port_max=sip_cfg.rtp_port_max,
+        )
+        await endpoint.open()
+        return endpoint
+
+    # -- fax wiring -----------------------------------------------------------------------------------
+    def _announce_record(self, record: MessageRecord) -> None:
+        """A fax is indexed (called on the event loop): lamps and delivery."""
+        mailbox = self.config.mailbox_for(record.mailbox)
+        if mailbox is not None and self.mwi is not None:
+            self.mwi.refresh_later(mailbox.number)
+        self._submit(record.id)
+
+    def _fax_wiring(self) -> FaxWiring:
+        assert self.fax_sinks is not None
+        return FaxWiring(
+            config=self.config.fax,
+            open_sink=self.fax_sinks.open,
+            udptl=self._open_udptl if self.config.fax.t38 else None,
+        )
 
     # -- voicemail wiring ----------------------------------------------------------------------------
     def _load_directory(self) -> Directory:
@@ -229,14 +268,28 @@ class Server:
         self.config.server.data_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spool.cleanup_temp():
             log.info(kv("store.discarded_partial", path=str(leftover)))
+        loop = asyncio.get_running_loop()
+        self.fax_sinks = FaxSinkFactory(
+            self.spool,
+            self.index,
+            lambda record: loop.call_soon_threadsafe(self._announce_record, record),
+            domain=self.domain,
+        )
+        recovered = await asyncio.to_thread(self.fax_sinks.recover)  # before any fax call
+        if recovered:
+            log.info(kv("fax.recovered_at_start", messages=len(recovered)))
         self.sip = SipService(self.ua, self.config.sip.listen, self._on_sip_event)
         self.calls = CallManager(
-            self.config, self.sip, self._open_media, self.host, voicemail=self._voicemail_wiring()
+            self.config,
+            self.sip,
+            self._open_media,
+            self.host,
+            voicemail=self._voicemail_wiring(),
+            fax=self._fax_wiring(),
         )
         self.mwi = MwiService(self.config, self.sip, self.index, self.host)
         await self.sip.start()
         await self.mwi.start()
-        loop = asyncio.get_running_loop()
         if self.config.pipeline.workers > 0:
             self.workers = await loop.run_in_executor(
                 None,

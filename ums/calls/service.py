@@ -31,7 +31,7 @@ import os
 import re
 import secrets
 import wave
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,12 +40,40 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ums.calls.fax import (
+    FaxLeg,
+    FaxReceptionSink,
+    FaxSettings,
+    FaxSinkFactory,
+    StoredFax,
+    inline_runner,
+)
 from ums.calls.router import Route, route
-from ums.config import Config, Mailbox
+from ums.config import Config, FaxConfig, Mailbox
+from ums.fax_t38.sdp import (
+    T38Params,
+    T38SdpError,
+    T38Session,
+    accept_t38_answer,
+    answer_t38,
+    make_t38_offer,
+    parse_t38_attributes,
+    t38_attributes,
+)
 from ums.log import kv
 from ums.sip import events as ev
-from ums.sip.sdp import AudioParams, SdpError, SessionDescription, answer_audio
+from ums.sip.message import Response
+from ums.sip.sdp import (
+    AudioParams,
+    MediaDescription,
+    SdpError,
+    SessionDescription,
+    answer_audio,
+    is_udptl_image,
+    new_description,
+)
 from ums.sip.service import SipService
+from ums.softfax_g711.tones import Tone, ToneDetector, ToneSpec
 from ums.voicemail.machine import (
     DigitReceived,
     HangupRequested,
@@ -57,7 +85,7 @@ from ums.voicemail.machine import (
 )
 from ums.voicemail.prompts import select_greeting
 
-__all__ = ["CallManager", "MediaEndpoint", "MediaFactory"]
+__all__ = ["CallManager", "FaxWiring", "MediaEndpoint", "MediaFactory", "UdptlEndpointLike", "UdptlFactory"]
 
 log = logging.getLogger("ums.calls")
 
@@ -84,6 +112,24 @@ class MediaFactory(Protocol):
         on_digit: Callable[[str], None],
         source: Callable[[int], np.ndarray | None] | None = None,
     ) -> Awaitable[MediaEndpoint]: ...
+
+
+class UdptlEndpointLike(Protocol):
+    """What a T.38 leg needs from a UDPTL endpoint (``ums.fax_t38.service.UdptlEndpoint``)."""
+
+    local_port: int
+
+    def set_remote(self, host: str, port: int) -> None: ...
+
+    def attach(self, driver: FaxLeg, initial: list[bytes]) -> None: ...
+
+    def send(self, datagrams: list[bytes]) -> None: ...
+
+    def close(self) -> Awaitable[MediaStats]: ...
+
+
+#: opens and binds a UDPTL endpoint
+UdptlFactory = Callable[[], Awaitable[UdptlEndpointLike]]
 
 
 class StoredMessage(Protocol):
@@ -120,6 +166,21 @@ class VoicemailWiring:
     lookup: Callable[[str], tuple[str, dict[str, Any]]]
     #: a message is durable and indexed: hand it to the pipeline and the lamps (event loop)
     announce: Callable[[StoredMessage, Mailbox], None]
+
+
+@dataclass(frozen=True)
+class FaxWiring:
+    """What fax reception needs; the server builds it (sink, UDPTL sockets, announce)."""
+
+    config: FaxConfig
+    #: opens the sink of one incoming fax (keyword arguments, ``FaxSinkFactory.open``)
+    open_sink: FaxSinkFactory
+    #: opens a UDPTL endpoint (None: no T.38)
+    udptl: UdptlFactory | None
+    #: a fax is durable and indexed: hand it on (event loop); None when the sink announces itself
+    announce: Callable[[StoredFax, Mailbox], None] | None = None
+    #: run blocking sink calls in a thread (False: inline, for tests)
+    offload: bool = True
 
 
 class _Recording:
@@ -205,6 +266,21 @@ class _Leg:
     rx_stream_starts: int | None = 0
     caller_name: str = ""
     caller_meta: dict[str, Any] = field(default_factory=dict)
+    #: fax reception (a fax number, CNG heard, or a T.38 re-INVITE)
+    fax: FaxLeg | None = None
+    fax_number: bool = False
+    cng: ToneDetector | None = None
+    udptl: UdptlEndpointLike | None = None
+    #: the initial offer is answered with T.38 (m=image)
+    t38_initial: bool = False
+    #: the last offer's media (to tell a session refresh) and our answer to it
+    offer_sig: tuple[Any, ...] | None = None
+    answer_sdp: bytes | None = None
+    #: our own re-INVITE to T.38 in progress
+    t38_handle: str | None = None
+    t38_offer: T38Params | None = None
+    t38_tried: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -223,9 +299,11 @@ class CallManager:
         media_factory: MediaFactory,
         host: str,
         voicemail: VoicemailWiring | None = None,
+        fax: FaxWiring | None = None,
     ) -> None:
         self.config = config
         self.voicemail = voicemail
+        self.fax = fax
         self.sip = sip
         self.media_factory = media_factory
         self.host = host
@@ -234,6 +312,8 @@ class CallManager:
         self._loop = asyncio.get_running_loop()
         self._session_counter = int(datetime.now(UTC).timestamp())
         self._finishing: set[asyncio.Task[None]] = set()
+        #: handle of our re-INVITE -> call id
+        self._reinvites: dict[str, str] = {}
 
     # -- SIP events ------------------------------------------------------------------------------
     def on_sip_event(self, event: ev.Event) -> None:
@@ -249,6 +329,10 @@ class CallManager:
             self._digit(event.call_id, event.digit, "info")
         elif isinstance(event, ev.CallFailed):
             log.info(kv("call.failed", call_id=event.call_id, status=event.status, reason=event.reason))
+        elif isinstance(event, ev.ResponseReceived) and event.handle in self._reinvites:
+            self._t38_answered(self._reinvites.pop(event.handle), event.handle, event.response)
+        elif isinstance(event, ev.RequestFailed) and event.handle in self._reinvites:
+            self._t38_answered(self._reinvites.pop(event.handle), event.handle, None)
 
     def _reject(self, call_id: str, status: int, reason: str) -> None:
         self.sip.ua.reject(call_id, status, reason, self.sip.now())
@@ -297,11 +381,28 @@ class CallManager:
         probe = answer_audio(
             offer, codecs=self.config.sip.codecs, local_host=self.host, local_port=9, session_id=1
         )
-        if probe is None:
+        fax_number = self.fax is not None and rt.mailbox.service == "fax"
+        t38_initial = fax_number and self._t38_answer(offer) is not None
+        if probe is None and not t38_initial:
             log.info(kv("call.rejected", call_id=call_id, status=488, reason="no common codec"))
             self._reject(call_id, 488, "Not Acceptable Here")
             return
-        leg = _Leg(call_id=call_id, route=rt, offer=offer, session_id=self._session_counter, params=probe[1])
+        leg = _Leg(
+            call_id=call_id,
+            route=rt,
+            offer=offer,
+            session_id=self._session_counter,
+            params=probe[1] if probe is not None else None,
+            fax_number=fax_number,
+            t38_initial=t38_initial,
+        )
+        if self.fax is not None and rt.mailbox.service in ("fax", "both"):
+            leg.caller_name = (
+                self.voicemail.lookup(rt.caller.number)[0]
+                if (self.voicemail is not None and rt.caller.number)
+                else ""
+            )
+            leg.caller_name = leg.caller_name or rt.caller.name
         if self.voicemail is not None and rt.mailbox.service in ("voice", "both"):
             vmw = self.voicemail
             greeting = select_greeting(rt.reason, vmw.greetings(rt.mailbox))
@@ -309,18 +410,26 @@ class CallManager:
             leg.caller_name, leg.caller_meta = vmw.lookup(rt.caller.number) if rt.caller.number else ("", {})
             if not leg.caller_name:
                 leg.caller_name = rt.caller.name
+        if self.fax is not None and self.fax.config.cng_detect and rt.mailbox.service in ("voice", "both"):
+            leg.cng = ToneDetector([ToneSpec.cng()])
         self.legs[call_id] = leg
         leg.setup_task = self._loop.create_task(self._setup(leg))
 
     async def _setup(self, leg: _Leg) -> None:
-        assert leg.params is not None
         try:
-            leg.media = await self.media_factory(
-                leg.params,
-                lambda pcm: self._audio(leg, pcm),
-                lambda digit: self._digit(leg.call_id, digit, "rfc4733"),
-                (lambda n: self._vm_tx(leg, n)) if leg.vm is not None else None,
-            )
+            if leg.t38_initial:
+                assert self.fax is not None and self.fax.udptl is not None
+                leg.udptl = await self.fax.udptl()
+            else:
+                assert leg.params is not None
+                leg.media = await self.media_factory(
+                    leg.params,
+                    lambda pcm: self._audio(leg, pcm),
+                    lambda digit: self._digit(leg.call_id, digit, "rfc4733"),
+                    (lambda n: self._tx(leg, n))
+                    if leg.vm is not None or leg.fax_number or leg.cng is not None
+                    else None,
+                )
         except OSError as exc:
             log.error(kv("call.media_failed", call_id=leg.call_id, reason=exc))
             leg.state = "ended"
@@ -328,7 +437,10 @@ class CallManager:
             self._reject(leg.call_id, 503, "Service Unavailable")
             return
         if leg.state == "ended":  # cancelled while the socket was being opened
-            await leg.media.close()
+            if leg.media is not None:
+                await leg.media.close()
+            if leg.udptl is not None:
+                await leg.udptl.close()
             return
         delay = self.config.sip.ring_delay
         if delay > 0:
@@ -341,6 +453,9 @@ class CallManager:
         self._answer(leg)
 
     def _answer(self, leg: _Leg) -> None:
+        if leg.t38_initial:
+            self._answer_t38_initial(leg)
+            return
         assert leg.media is not None
         result = answer_audio(
             leg.offer,
@@ -358,11 +473,17 @@ class CallManager:
         stamp = leg.started.strftime("%Y%m%d-%H%M%S")
         number = _SAFE.sub("_", leg.route.number)
         name = f"{stamp}-{number}-{secrets.token_hex(4)}-{_SAFE.sub('', leg.call_id)[:12]}.wav"
-        if leg.vm is None:
+        if leg.fax_number:
+            if not self._start_fax(leg, "fax number"):
+                self._reject(leg.call_id, 503, "Service Unavailable")
+                return
+        elif leg.vm is None:
             leg.recording = _Recording(self.recordings_dir / name)
         leg.state = "answered"
         leg.answered_at = self._loop.time()
-        self.sip.ua.answer(leg.call_id, answer.serialize(), self.sip.now())
+        leg.offer_sig = _media_signature(leg.offer)
+        leg.answer_sdp = answer.serialize()
+        self.sip.ua.answer(leg.call_id, leg.answer_sdp, self.sip.now())
         self.sip.kick()
         leg.timers.append(
             self._loop.call_later(self.config.sip.max_call_seconds, self._max_duration, leg.call_id)
@@ -388,6 +509,13 @@ class CallManager:
         self.sip.kick()
 
     def _audio(self, leg: _Leg, pcm: np.ndarray) -> None:
+        if leg.fax is not None:
+            leg.fax.rx_audio(pcm)
+            return
+        if leg.cng is not None and leg.state == "answered":
+            if any(e.tone is Tone.CNG and e.on for e in leg.cng.receive(pcm)):
+                self._cng_heard(leg)
+                return
         if leg.vm is not None:
             # "ended" after the answer: the audio the endpoint hands over while it closes (what
             # the jitter buffer and the socket still held at the BYE) is the end of the message
@@ -513,7 +641,7 @@ class CallManager:
     def _reinvite(self, event: ev.ReInvite) -> None:
         leg = self.legs.get(event.call_id)
         now = self.sip.now()
-        if leg is None or leg.media is None:
+        if leg is None or (leg.media is None and leg.udptl is None):
             self.sip.ua.answer_reinvite(event.call_id, None, now, status=488, reason="Not Acceptable Here")
             self.sip.kick()
             return
@@ -521,6 +649,15 @@ class CallManager:
             offer = SessionDescription.parse(event.sdp)
         except SdpError:
             offer = None
+        if offer is not None and leg.answer_sdp is not None and _media_signature(offer) == leg.offer_sig:
+            # a session refresh (RFC 4028) or a repeated offer: nothing changes, same answer
+            self.sip.ua.answer_reinvite(event.call_id, leg.answer_sdp, now)
+            self.sip.kick()
+            log.info(kv("call.reinvite", call_id=event.call_id, change="none"))
+            return
+        if offer is not None and self._t38_wanted(leg) and self._t38_answer(offer) is not None:
+            self._spawn(leg, self._accept_t38(leg, offer))
+            return
         leg.sdp_version += 1
         result = (
             answer_audio(
@@ -531,7 +668,7 @@ class CallManager:
                 session_id=leg.session_id,
                 version=leg.sdp_version,
             )
-            if offer is not None
+            if offer is not None and leg.media is not None
             else None
         )
         if result is None:
@@ -539,10 +676,13 @@ class CallManager:
             self.sip.kick()
             return
         answer, params = result
+        assert leg.media is not None and offer is not None
         if params.remote_port and params.remote_host not in ("0.0.0.0", ""):
             leg.media.set_remote(params.remote_host, params.remote_port)
         leg.params = params
-        self.sip.ua.answer_reinvite(event.call_id, answer.serialize(), now)
+        leg.offer_sig = _media_signature(offer)
+        leg.answer_sdp = answer.serialize()
+        self.sip.ua.answer_reinvite(event.call_id, leg.answer_sdp, now)
         self.sip.kick()
         log.info(kv("call.reinvite", call_id=event.call_id, direction=params.direction, codec=params.codec))
 
@@ -562,8 +702,16 @@ class CallManager:
         """Close the media (which flushes the last audio), then make the recording durable."""
         duration = 0.0 if leg.answered_at is None else self._loop.time() - leg.answered_at
         stats: dict[str, int | float] = {}
+        if leg.t38_handle is not None:
+            self._reinvites.pop(leg.t38_handle, None)
+        for task in list(leg.tasks):
+            task.cancel()
         if leg.media is not None:
             stats = (await leg.media.close()).log_fields()  # delivers the last buffered audio
+        if leg.udptl is not None:
+            stats.update((await leg.udptl.close()).log_fields())
+        if leg.fax is not None:
+            await self._fax_finish(leg, reason)
         if leg.vm is not None:
             if previous == "answered":
                 leg.vm.hangup()
@@ -609,6 +757,336 @@ class CallManager:
         _write_json_atomic(rec.path.with_suffix(".json"), record)
         log.info(kv("call.recording", call_id=leg.call_id, path=str(rec.path), seconds=record["duration"]))
 
+    # -- fax legs ------------------------------------------------------------------------------------
+    def _tx(self, leg: _Leg, n: int) -> np.ndarray | None:
+        """What the media endpoint sends: the fax modems, else the voicemail prompts."""
+        if leg.fax is not None:
+            return leg.fax.tx_audio(n) if leg.state == "answered" else None
+        return self._vm_tx(leg, n)
+
+    def _spawn(self, leg: _Leg, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        leg.tasks.add(task)
+        task.add_done_callback(leg.tasks.discard)
+
+    def _fax_settings(self) -> FaxSettings:
+        assert self.fax is not None
+        cfg = self.fax.config
+        return FaxSettings(ident=cfg.ident, ecm=cfg.ecm, hangup_delay=cfg.hangup_delay)
+
+    def _runner(
+        self, job: Callable[[], object], done: Callable[[object, BaseException | None], None]
+    ) -> None:
+        future = self._loop.run_in_executor(None, job)
+
+        def finished(f: asyncio.Future[object]) -> None:
+            if f.cancelled():
+                done(None, asyncio.CancelledError())
+            elif f.exception() is not None:
+                done(None, f.exception())
+            else:
+                done(f.result(), None)
+
+        future.add_done_callback(finished)
+
+    def _new_fax_leg(self, leg: _Leg, why: str) -> FaxLeg | None:
+        """Open the sink and the fax leg (no transport started yet); None if the sink fails."""
+        assert self.fax is not None
+        mailbox = leg.route.mailbox
+        assert mailbox is not None
+        try:
+            sink: FaxReceptionSink = self.fax.open_sink(
+                mailbox=mailbox,
+                caller=leg.route.caller.number,
+                caller_name=leg.caller_name or leg.route.caller.name or None,
+                called=leg.route.number,
+                call_id=leg.call_id,
+                started_at=leg.started,
+            )
+        except Exception:
+            log.exception(kv("fax.sink_failed", call_id=leg.call_id))
+            return None
+        log.info(kv("fax.call", call_id=leg.call_id, number=leg.route.number, why=why))
+        fax = FaxLeg(
+            self._fax_settings(),
+            sink,
+            call_id=leg.call_id,
+            clock=self._loop.time,
+            on_hangup=lambda reason: self._fax_hangup(leg, reason),
+            on_ced_done=lambda: self._ced_done(leg),
+            runner=self._runner if self.fax.offload else inline_runner,
+        )
+        leg.fax = fax
+        leg.cng = None
+        return fax
+
+    def _start_fax(self, leg: _Leg, why: str) -> bool:
+        """Fax reception on the audio line (answering: CED, then DIS)."""
+        fax = self._new_fax_leg(leg, why)
+        if fax is None:
+            return False
+        fax.start_audio()
+        return True
+
+    def _cng_heard(self, leg: _Leg) -> None:
+        """CNG on a voice number: the voicemail session gives way to fax reception."""
+        log.info(kv("fax.cng_detected", call_id=leg.call_id, number=leg.route.number))
+        self._drop_voicemail(leg)
+        if not self._start_fax(leg, "cng"):
+            self._fax_hangup(leg, "fax sink failed")
+
+    def _drop_voicemail(self, leg: _Leg) -> None:
+        leg.cng = None
+        if leg.vm_rec is not None:
+            leg.vm_rec.abort()
+            leg.vm_rec = None
+        leg.vm = None
+
+    def _fax_hangup(self, leg: _Leg, reason: str) -> None:
+        if leg.state != "answered":
+            return
+        log.info(kv("call.hangup", call_id=leg.call_id, reason=reason))
+        self.sip.ua.hangup(leg.call_id, self.sip.now())
+        self.sip.kick()
+
+    async def _fax_finish(self, leg: _Leg, reason: str) -> None:
+        """The call is over: finish the sink (durable), then announce the fax."""
+        fax = leg.fax
+        assert fax is not None and self.fax is not None
+        fax.hangup()
+        await fax.wait_idle()
+        try:
+            if self.fax.offload:
+                message = await asyncio.to_thread(fax.close, reason)
+            else:
+                message = fax.close(reason)
+        except Exception:
+            log.exception(kv("fax.store_failed", call_id=leg.call_id))
+            return
+        outcome = fax.outcome(reason)
+        log.info(
+            kv(
+                "fax.call_done",
+                call_id=leg.call_id,
+                number=leg.route.number,
+                id=message.id if message is not None else None,
+                pages=outcome["pages"],
+                success=outcome["success"],
+                transport=outcome["transport"],
+                reason=outcome["reason"],
+            )
+        )
+        mailbox = leg.route.mailbox
+        if message is not None and mailbox is not None and self.fax.announce is not None:
+            self.fax.announce(message, mailbox)
+
+    # -- T.38 ----------------------------------------------------------------------------------------
+    def _t38_wanted(self, leg: _Leg) -> bool:
+        """A T.38 offer for this leg is answered with T.38."""
+        if self.fax is None or not self.fax.config.t38 or self.fax.udptl is None:
+            return False
+        if leg.state != "answered" or leg.t38_handle is not None:
+            return False
+        return leg.fax is not None or leg.vm is not None or leg.fax_number
+
+    def _t38_answer(self, offer: SessionDescription) -> tuple[MediaDescription, T38Params, T38Session] | None:
+        """The offer's T.38 stream and our answer to it (None: none we can take)."""
+        if self.fax is None or not self.fax.config.t38 or self.fax.udptl is None:
+            return None
+        for md in offer.media:
+            if not is_udptl_image(md):
+                continue
+            try:
+                answered = answer_t38(parse_t38_attributes(md.attributes))
+            except T38SdpError:
+                return None
+            if answered is None or not (md.connection or offer.connection):
+                return None
+            return md, answered[0], answered[1]
+        return None
+
+    def _t38_sdp(
+        self, leg: _Leg, offer: SessionDescription, chosen: MediaDescription, params: T38Params
+    ) -> bytes:
+        assert leg.udptl is not None
+        sd = new_description(self.host, leg.session_id, leg.sdp_version)
+        for md in offer.media:
+            if md is chosen:
+                attrs = t38_attributes(params)
+                sd.media.append(
+                    MediaDescription("image", leg.udptl.local_port, md.proto, ["t38"], attributes=attrs)
+                )
+            else:  # RFC 3264 §6: the other streams are refused with port 0
+                sd.media.append(MediaDescription(md.media, 0, md.proto, list(md.formats) or ["0"]))
+        return sd.serialize()
+
+    def _switch_to_t38(self, leg: _Leg, session: T38Session, host: str, port: int) -> None:
+        """Fax reception moves to UDPTL (a fresh T.30 engine); the RTP endpoint is closed."""
+        assert leg.udptl is not None
+        if leg.fax is None:
+            if leg.vm is not None:
+                self._drop_voicemail(leg)
+            if self._new_fax_leg(leg, "t38") is None:
+                self._fax_hangup(leg, "fax sink failed")
+                return
+        assert leg.fax is not None
+        leg.udptl.set_remote(host, port)
+        first = leg.fax.start_t38(session, leg.udptl.send)
+        leg.udptl.attach(leg.fax, first)
+        media, leg.media = leg.media, None
+        if media is not None:
+            self._spawn(leg, _close_quietly(media))
+
+    def _answer_t38_initial(self, leg: _Leg) -> None:
+        found = self._t38_answer(leg.offer)
+        assert found is not None and leg.udptl is not None
+        md, params, session = found
+        sdp = self._t38_sdp(leg, leg.offer, md, params)
+        if self._new_fax_leg(leg, "t38 offer") is None:
+            self._reject(leg.call_id, 503, "Service Unavailable")
+            return
+        leg.state = "answered"
+        leg.answered_at = self._loop.time()
+        leg.offer_sig = _media_signature(leg.offer)
+        leg.answer_sdp = sdp
+        self.sip.ua.answer(leg.call_id, sdp, self.sip.now())
+        self.sip.kick()
+        host = md.connection or leg.offer.connection or ""
+        self._switch_to_t38(leg, session, host, md.port)
+        leg.timers.append(
+            self._loop.call_later(self.config.sip.max_call_seconds, self._max_duration, leg.call_id)
+        )
+        log.info(
+            kv(
+                "call.answered",
+                call_id=leg.call_id,
+                number=leg.route.number,
+                owner=leg.route.mailbox.owner if leg.route.mailbox else None,
+                codec="t38",
+                remote=f"{host}:{md.port}",
+                local_port=leg.udptl.local_port,
+            )
+        )
+
+    async def _accept_t38(self, leg: _Leg, offer: SessionDescription) -> None:
+        """Answer a re-INVITE to T.38 (the PBX or gateway heard CNG/CED, or a fax call moves over)."""
+        assert self.fax is not None and self.fax.udptl is not None
+        found = self._t38_answer(offer)
+        assert found is not None
+        md, params, session = found
+        if leg.udptl is None:
+            try:
+                leg.udptl = await self.fax.udptl()
+            except OSError as exc:
+                log.error(kv("fax.udptl_failed", call_id=leg.call_id, reason=exc))
+                self.sip.ua.answer_reinvite(leg.call_id, None, self.sip.now(), 503, "Service Unavailable")
+                self.sip.kick()
+                return
+        if leg.state != "answered":
+            return
+        leg.sdp_version += 1
+        sdp = self._t38_sdp(leg, offer, md, params)
+        leg.offer_sig = _media_signature(offer)
+        leg.answer_sdp = sdp
+        self.sip.ua.answer_reinvite(leg.call_id, sdp, self.sip.now())
+        self.sip.kick()
+        host = md.connection or offer.connection or ""
+        if leg.fax is not None and leg.fax.transport == "t38":
+            # already on T.38 (a new address, or new attributes): the fax goes on where it is
+            leg.udptl.set_remote(host, md.port)
+            log.info(
+                kv("call.reinvite", call_id=leg.call_id, change="t38-update", remote=f"{host}:{md.port}")
+            )
+            return
+        log.info(kv("call.reinvite", call_id=leg.call_id, change="t38", remote=f"{host}:{md.port}"))
+        self._switch_to_t38(leg, session, host, md.port)
+
+    def _ced_done(self, leg: _Leg) -> None:
+        """CED has been sent on G.711: ask for T.38 when configured to."""
+        fax = self.fax
+        if fax is None or fax.config.t38_reinvite != "after_ced" or not self._t38_wanted(leg):
+            return
+        if leg.t38_tried or leg.udptl is not None:
+            return
+        leg.t38_tried = True
+        self._spawn(leg, self._offer_t38(leg))
+
+    async def _offer_t38(self, leg: _Leg) -> None:
+        assert self.fax is not None and self.fax.udptl is not None
+        try:
+            udptl = await self.fax.udptl()
+        except OSError as exc:
+            log.error(kv("fax.udptl_failed", call_id=leg.call_id, reason=exc))
+            return
+        if leg.state != "answered" or leg.fax is None or leg.fax.finished:
+            await udptl.close()
+            return
+        leg.udptl = udptl
+        params = make_t38_offer()
+        leg.sdp_version += 1
+        sd = new_description(self.host, leg.session_id, leg.sdp_version)
+        attrs = t38_attributes(params)
+        sd.media.append(MediaDescription("image", udptl.local_port, "udptl", ["t38"], attributes=attrs))
+        handle = self.sip.ua.reinvite(leg.call_id, sd.serialize(), self.sip.now())
+        self.sip.kick()
+        if handle is None:
+            leg.udptl = None
+            await udptl.close()
+            return
+        leg.t38_handle = handle
+        leg.t38_offer = params
+        self._reinvites[handle] = leg.call_id
+        log.info(kv("fax.t38_reinvite", call_id=leg.call_id, local_port=udptl.local_port))
+        assert self.fax is not None
+        leg.timers.append(self._loop.call_later(self.fax.config.t38_timeout, self._t38_timeout, leg, handle))
+
+    def _t38_timeout(self, leg: _Leg, handle: str) -> None:
+        if leg.t38_handle != handle:
+            return
+        self._reinvites.pop(handle, None)
+        self._t38_fallback(leg, "timeout")
+
+    def _t38_fallback(self, leg: _Leg, why: str) -> None:
+        """Our re-INVITE to T.38 failed: the fax goes on over G.711."""
+        log.info(kv("fax.t38_refused", call_id=leg.call_id, reason=why))
+        leg.t38_handle = None
+        leg.t38_offer = None
+        udptl, leg.udptl = leg.udptl, None
+        if udptl is not None:
+            self._spawn(leg, _close_quietly(udptl))
+
+    def _t38_answered(self, call_id: str, handle: str, response: Response | None) -> None:
+        leg = self.legs.get(call_id)
+        if leg is None or leg.t38_handle != handle:
+            return
+        if response is None:
+            self._t38_fallback(leg, "no response")
+            return
+        if not 200 <= response.status < 300:
+            self._t38_fallback(leg, f"{response.status} {response.reason}")
+            return
+        try:
+            answer = SessionDescription.parse(response.body)
+        except SdpError:
+            answer = None
+        session: T38Session | None = None
+        host, port = "", 0
+        if answer is not None and leg.t38_offer is not None:
+            for md in answer.media:
+                if is_udptl_image(md):
+                    try:
+                        session = accept_t38_answer(leg.t38_offer, parse_t38_attributes(md.attributes))
+                    except T38SdpError:
+                        session = None
+                    host, port = md.connection or answer.connection or "", md.port
+                    break
+        if session is None or not host:
+            self._t38_fallback(leg, "answer without T.38")
+            return
+        leg.t38_handle = None
+        log.info(kv("fax.t38_accepted", call_id=leg.call_id, remote=f"{host}:{port}"))
+        self._switch_to_t38(leg, session, host, port)
+
     # -- shutdown --------------------------------------------------------------------------------
     async def shutdown(self) -> None:
         """BYE every call, close every recording (the UA's CallEnded may never come)."""
@@ -622,3 +1100,20 @@ class CallManager:
             self._ended(call_id, "shutdown")
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
+
+
+def _media_signature(sd: SessionDescription) -> tuple[Any, ...]:
+    """What an offer asks for, without its o= line: equal signatures mean nothing changed."""
+    return (
+        sd.connection,
+        tuple(sd.attributes),
+        tuple(
+            (md.media, md.port, md.proto, tuple(md.formats), md.connection, tuple(md.attributes))
+            for md in sd.media
+        ),
+    )
+
+
+async def _close_quietly(endpoint: MediaEndpoint | UdptlEndpointLike) -> None:
+    with contextlib.suppress(Exception):
+        await endpoint.close()

@@ -39,7 +39,9 @@ __all__ = [
     "SdpError",
     "SessionDescription",
     "answer_audio",
+    "is_udptl_image",
     "make_audio_offer",
+    "new_description",
     "parse_answer",
 ]
 
@@ -344,12 +346,23 @@ def _is_rtp_audio(md: MediaDescription) -> bool:
     return md.media.lower() == "audio" and md.proto.upper() == "RTP/AVP" and md.port != 0
 
 
-def _new_description(local_host: str, session_id: int, version: int) -> SessionDescription:
+def new_description(local_host: str, session_id: int, version: int = 1) -> SessionDescription:
+    """An empty description of ours: ``o=ums <session_id> <version>``, ``c=`` and ``t=0 0``."""
     return SessionDescription(
         origin=Origin("ums", str(session_id), str(version), "IN", _addrtype(local_host), local_host),
         session_name="ums",
         connection=local_host,
         extra=[("t", "0 0")],
+    )
+
+
+def is_udptl_image(md: MediaDescription) -> bool:
+    """``m=image <port> udptl t38`` with a port (T.38 Annex D; names compared without case)."""
+    return (
+        md.media.lower() == "image"
+        and md.proto.lower() == "udptl"
+        and any(f.lower() == "t38" for f in md.formats)
+        and md.port != 0
     )
 
 
@@ -380,7 +393,7 @@ def answer_audio(
     the stream has no connection address.  ``codecs`` is our preference order ("PCMA", "PCMU").
     """
     prefs = _check_codecs(codecs)
-    answer = _new_description(local_host, session_id, version)
+    answer = new_description(local_host, session_id, version)
     chosen: AudioParams | None = None
     for md in offer.media:
         accepted = None
@@ -430,7 +443,7 @@ def make_audio_offer(
 ) -> SessionDescription:
     """Our offer: one RTP/AVP audio stream with ``codecs`` in order plus telephone-event 101."""
     prefs = _check_codecs(codecs)
-    sd = _new_description(local_host, session_id, version)
+    sd = new_description(local_host, session_id, version)
     formats = [str(STATIC_PAYLOAD_TYPES[c]) for c in prefs] + [str(TELEPHONE_EVENT_PT)]
     attrs: list[tuple[str, str | None]] = [
         ("rtpmap", f"{STATIC_PAYLOAD_TYPES[c]} {c}/{_CLOCK_RATE}") for c in prefs

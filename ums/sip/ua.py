@@ -27,6 +27,9 @@ The server INVITE transaction's 100 Trying is sent at once when the INVITE arriv
 T1 doubling to T2 until the ACK comes, and after 64*T1 without one ends the call (``ack-timeout``)
 with a BYE (§13.3.1.4).  An unanswered re-INVITE gets a 500 after :data:`REINVITE_TIMEOUT`.
 A second re-INVITE while one is still waiting for the application gets 491 Request Pending.
+:meth:`UserAgent.reinvite` sends our own re-INVITE in an established call (UAS or UAC side); its
+final response comes up as ``ResponseReceived`` (a 2xx is ACKed, also when retransmitted), a
+timeout as ``RequestFailed``; while it is out, a re-INVITE from the peer gets 491.
 
 ``hangup`` sends BYE in a confirmed dialog (once our 2xx is ACKed), CANCEL for our own
 unanswered INVITE (after the first provisional response, §9.1) or 480 for an unanswered incoming
@@ -181,6 +184,11 @@ class _Call:
     # UAS: pending re-INVITE
     reinvite_tx: ServerTransaction | None = None
     reinvite_deadline: float | None = None
+    # our own re-INVITE: its handle, client transaction, CSeq and the ACK for its 2xx
+    reinvite_handle: str | None = None
+    reinvite_ctx: TxKey | None = None
+    reinvite_cseq: int = 0
+    reinvite_ack: bytes | None = None
 
     def next_deadline(self) -> float | None:
         times = [
@@ -419,6 +427,41 @@ class UserAgent:
         if 200 <= status < 300:
             self._start_2xx(call, resp, tx.dest, tx.request.cseq[0], now)
         self._sched("call", call.call_id)
+
+    def reinvite(self, call_id: str, sdp: bytes, now: float) -> str | None:
+        """Send a re-INVITE with ``sdp`` in an established call; returns its handle.
+
+        The outcome is ``ResponseReceived(handle, final response)`` (a 2xx is ACKed here) or
+        ``RequestFailed(handle, 408, ...)``.  None (nothing sent) when the call is not
+        established or an offer/answer exchange is in progress either way (RFC 3261 §14.1).
+        """
+        call = self._calls.get(call_id)
+        if (
+            call is None
+            or call.state is not CallState.ESTABLISHED
+            or call.dialog is None
+            or call.reinvite_tx is not None
+            or call.reinvite_handle is not None
+            or call.ok_wire is not None
+        ):
+            log.debug(kv("sip.reinvite_not_sent", call_id=call_id))
+            return None
+        dialog = call.dialog
+        request = dialog.create_request(
+            "INVITE",
+            body=sdp,
+            headers=[
+                ("Contact", self.local.contact_value(dialog.transport)),
+                ("Allow", self.local.allow_value()),
+                ("User-Agent", self.settings.user_agent),
+            ],
+        )
+        handle = self._new_handle("reinvite")
+        call.reinvite_handle = handle
+        call.reinvite_cseq = request.cseq[0]
+        call.reinvite_ack = None
+        call.reinvite_ctx = self._send_client(request, dialog.next_hop(), now, ("reinvite", call_id))
+        return handle
 
     # ================================================================== UAC
     def invite(
@@ -801,6 +844,7 @@ class UserAgent:
         if (
             call.state is not CallState.ESTABLISHED
             or call.reinvite_tx is not None
+            or call.reinvite_handle is not None
             or call.ok_wire is not None
         ):
             self._reply(tx, 491, "Request Pending", source, now)
@@ -898,6 +942,10 @@ class UserAgent:
             out = self._out_requests.get(name)
             if out is not None and out.ctx == key and response.status >= 200:
                 self._on_request_response(out, response, now)
+        elif kind == "reinvite":
+            call = self._calls.get(name)
+            if call is not None and call.reinvite_ctx == key and response.status >= 200:
+                self._on_reinvite_response(call, response, now)
 
     def _on_request_response(self, out: _OutRequest, response: Response, now: float) -> None:
         if response.status in (401, 407) and out.auth is not None:
@@ -946,6 +994,20 @@ class UserAgent:
         self._drop_call(call)
         self._emit(CallFailed(call.call_id, status, response.reason or "Failed"))
 
+    def _on_reinvite_response(self, call: _Call, response: Response, now: float) -> None:
+        """The final response to our re-INVITE: ACK a 2xx (the transaction ACKs the others)."""
+        handle = call.reinvite_handle
+        call.reinvite_handle = None
+        call.reinvite_ctx = None
+        if 200 <= response.status < 300 and call.dialog is not None:
+            ack = call.dialog.create_request("ACK", cseq=call.reinvite_cseq)
+            dest = call.dialog.next_hop()
+            ack.headers.prepend("Via", self.local.via(dest.transport))
+            call.reinvite_ack = ack.serialize()
+            self._out.append((call.reinvite_ack, dest))
+        if handle is not None:
+            self._emit(ResponseReceived(handle, response))
+
     def _on_invite_2xx(self, call: _Call, response: Response, now: float) -> None:
         if call.state not in (CallState.CALLING, CallState.CANCELLING):
             return
@@ -970,6 +1032,14 @@ class UserAgent:
     def _on_stray_2xx(self, response: Response, now: float) -> None:
         """A retransmitted 2xx (the INVITE transaction is gone): ACK it again (§13.2.2.4)."""
         call = self._calls.get(response.call_id)
+        if (
+            call is not None
+            and call.reinvite_ack is not None
+            and call.dialog is not None
+            and response.cseq[0] == call.reinvite_cseq
+        ):
+            self._out.append((call.reinvite_ack, call.dialog.next_hop()))
+            return
         if call is None or not call.uac or call.dialog is None:
             return
         try:
@@ -1190,6 +1260,13 @@ class UserAgent:
             if out is not None and out.ctx == tx.key:
                 self._out_requests.pop(name, None)
                 self._emit(RequestFailed(name, 408, "Request Timeout"))
+        elif kind == "reinvite":
+            call = self._calls.get(name)
+            if call is not None and call.reinvite_ctx == tx.key and call.reinvite_handle is not None:
+                handle = call.reinvite_handle
+                call.reinvite_handle = None
+                call.reinvite_ctx = None
+                self._emit(RequestFailed(handle, 408, "Request Timeout"))
 
     def _call_timers(self, call: _Call, now: float) -> None:
         if call.ok_give_up is not None and now >= call.ok_give_up:
