@@ -25,7 +25,6 @@ Pillow.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -90,12 +89,9 @@ def fax_server(
             mailboxes=((NUMBER, OWNER, "fax"),),
             mailbox_options={NUMBER: {"fax_format": fax_format}},
             mail={"smarthost": sink.address, "retry_first": 1, "retry_max": 2},
+            fax=dict(fax or {}),
         )
         server = UmsServer(run_dir / "ums", cfg)
-        if fax:
-            table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fax.items())
-            with server.config_path.open("a") as f:
-                f.write(f"\n[fax]\n{table}")
         started.append(server)
         return server.start()
 

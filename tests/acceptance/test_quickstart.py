@@ -1,22 +1,32 @@
 """The quick start, exactly as README shows it: ``examples/ums.toml`` on 127.0.0.1:5060.
 
 A call to 100 ends up as an e-mail in alice's Maildir under the data directory, and a
-SUBSCRIBE to ``sip:100@127.0.0.1:5060`` for ``message-summary`` shows the count.  The
-configuration file is used unchanged (only ``--data-dir`` points into the test's folder),
-so this test needs the quick-start ports 5060 (UDP/TCP) free.
+SUBSCRIBE to ``sip:100@127.0.0.1:5060`` for ``message-summary`` shows the count.  A G.711 fax
+(SpanDSP's fax machine, :func:`tests.peers.faxcaller.call_fax`, one short page in real time) sent to
+the fax number 200, and one sent to the combined number 300 (voicemail answers, the caller's CNG
+switches the call to fax), each land in alice's Maildir as a PDF whose page is the sent page, pel
+for pel.  The configuration file is used unchanged (only ``--data-dir`` points into the test's
+folder), so these tests need the quick-start ports 5060 (UDP/TCP) free.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
+from email.message import EmailMessage
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.acceptance.conftest import require
+from tests.acceptance.test_fax_receive import pdf_pages, source_page
 from tests.acceptance.test_mwi import notify_fields
-from tests.peers import sipp
+from tests.peers import sipp, spandsp
+from tests.peers.faxcaller import call_fax
 from tests.peers.ports import free_port, free_port_block
 from tests.peers.procs import Proc, wait_until
+from tests.peers.spandsp_fax import write_fax_tiff
 from tests.peers.ums import REPO, python_executable
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
@@ -68,5 +78,47 @@ def test_quick_start_voicemail_reaches_the_maildir_and_the_lamp(run_dir: Path) -
         text = mail.read_bytes().decode("ascii", errors="replace")
         assert "Subject: Voicemail from " in text and "X-UMS-Kind: voice" in text
         assert "audio/wav" in text or "audio/x-wav" in text
+    finally:
+        assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]
+
+
+@pytest.mark.timeout(200)
+def test_quick_start_faxes_to_200_and_300_reach_the_maildir_as_pdf(run_dir: Path) -> None:
+    if not spandsp.available():
+        pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
+    page = source_page()
+    tiff = run_dir / "page.tif"
+    write_fax_tiff(tiff, [page], resolution="standard")
+    data = run_dir / "var"
+    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
+    server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+    maildir = data / "maildir" / "alice@example.com" / "Maildir" / "new"
+
+    def mails() -> list[Path]:
+        return sorted(maildir.iterdir(), key=lambda p: p.stat().st_mtime) if maildir.is_dir() else []
+
+    def wait_mail(n: int) -> Path:
+        """The newest message once there are ``n``."""
+        wait_until(lambda: len(mails()) >= n, 30, what=f"fax {n} in alice's Maildir")
+        return mails()[-1]
+
+    try:
+        server.wait_udp_sip("127.0.0.1", 5060, 20)
+        for count, number in enumerate(("200", "300"), start=1):
+            result = call_fax(ADDRESS, number, tiff, codec="PCMA", t38="none", max_seconds=80)
+            assert result.fax is not None and result.fax.ok, f"to {number}: {result.describe()}"
+            assert result.fax.pages_tx == 1, f"to {number}: {result.describe()}"
+            msg = email.message_from_bytes(wait_mail(count).read_bytes(), policy=email.policy.default)
+            assert isinstance(msg, EmailMessage)
+            assert msg["X-UMS-Kind"] == "fax", (number, msg["Subject"])
+            assert str(msg["Subject"]).startswith("Fax from ") and "(incomplete)" not in msg["Subject"]
+            pdfs = [a for a in msg.iter_attachments() if a.get_content_type() == "application/pdf"]
+            assert len(pdfs) == 1, (number, [a.get_content_type() for a in msg.iter_attachments()])
+            assert not [a for a in msg.iter_attachments() if "tif" in a.get_content_type()], number
+            (got,) = pdf_pages(bytes(pdfs[0].get_payload(decode=True)))
+            assert got.shape == page.shape and np.array_equal(got, page), f"to {number}: page differs"
+        log = server.stderr_path.read_text(errors="replace")
+        assert "event=fax.cng_detected" in log, log[-3000:]  # 300: voicemail answered, CNG switched
+        assert len(mails()) == 2, [p.name for p in mails()]  # no voice message for the call to 300
     finally:
         assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]

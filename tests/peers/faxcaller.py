@@ -16,8 +16,15 @@ fax machine, in real time:
   SpanDSP T.38 terminal starts the T.30 session again, as a T.38-native caller would.
 
 When the fax machine reports phase E the caller waits ``tail`` seconds and hangs up (BYE), unless the
-far end hung up first.  :class:`FaxCallResult` has the SpanDSP result, which media carried the fax,
-the SIP exchange (``sip_log``), who ended the call and the media counters.
+far end hung up first.  Field failures can be staged: ``t38_answer=488`` refuses the far end's
+re-INVITE to T.38 (the fax stays on G.711); ``refresh_after`` sends a session-refresh re-INVITE (the
+current SDP, version unchanged) that many seconds after the caller receives CFR, i.e. in phase C;
+``hangup_after_page=n`` hangs up ``hangup_delay`` seconds after the phase D of page ``n`` (in the
+middle of page n+1); ``after_dcn="media"`` or ``"silence"`` never hangs up after phase E and either
+keeps sending media (silence RTP packets) or stops sending, until the far end hangs up.
+:class:`FaxCallResult` has the SpanDSP result, which media carried the fax, the SIP exchange
+(``sip_log``), a wall-clock ``timeline`` (phase B/D/E, re-INVITEs, BYE), who ended the call and the
+media counters.
 
 The media endpoints also work without SIP (:func:`run_media_pair` connects two of them on loopback),
 which is how the harness checks itself; ``speed`` > 1 runs the clock faster than real time there.
@@ -84,7 +91,10 @@ RATE = 8000
 FRAME = 160  # 20 ms
 PT = {"PCMU": 0, "PCMA": 8}
 T1 = 0.5  # RFC 3261 timer T1
+_CFR = 0x84  # T.30 FCF of CFR, bit-reversed as SpanDSP reports frames (X bit masked off)
+_REASONS = {488: "Not Acceptable Here", 415: "Unsupported Media Type", 486: "Busy Here", 603: "Decline"}
 T38Mode = Literal["none", "caller", "server"]
+AfterDcn = Literal["bye", "media", "silence"]
 
 
 # ------------------------------------------------------------------------------------------ UDP
@@ -476,11 +486,19 @@ class FaxCallResult:
     fax: FaxResult | None = None
     t38: bool = False  # the fax ended on T.38
     t38_switch: str = ""  # "", "caller", "server"; "rejected <status>" when our re-INVITE failed
-    ended_by: str = ""  # "local-bye", "remote-bye", "timeout"
+    ended_by: str = ""  # "local-bye", "remote-bye", "timeout", "t38-rejected"
     seconds: float = 0.0  # from the answer to the end of the call
     stats: MediaStats = field(default_factory=MediaStats)
     sip_log: list[str] = field(default_factory=list)
     server_reinvites: int = 0
+    refresh_status: int = 0  # final status of our session-refresh re-INVITE
+    #: (wall-clock time.time(), what): "answered", "phase-b", "cfr", "page 1" (phase D), "phase-e", "refresh",
+    #: "t38-refused", "bye-sent", "bye-received"; comparable with the server's log timestamps
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    def at(self, what: str) -> float | None:
+        """Wall-clock time of the first ``what`` in :attr:`timeline`."""
+        return next((t for t, w in self.timeline if w == what), None)
 
     @property
     def ok(self) -> bool:
@@ -515,8 +533,19 @@ class _Caller:
         max_seconds: float,
         tail: float,
         fallback: bool,
+        t38_answer: int = 200,
+        refresh_after: float | None = None,
+        hangup_after_page: int | None = None,
+        hangup_delay: float = 1.0,
+        after_dcn: AfterDcn = "bye",
     ) -> None:
         self.fallback = fallback
+        self.t38_answer = t38_answer
+        self.refresh_after = refresh_after
+        self.hangup_after_page = hangup_after_page
+        self.hangup_delay = hangup_delay
+        self.after_dcn = after_dcn
+        self.current_sdp = b""
         self.server = server
         self.number = number
         self.tiff = tiff
@@ -554,6 +583,9 @@ class _Caller:
         self._invite_branch: dict[int, str] = {}
 
     # -- SIP plumbing ------------------------------------------------------------------------------
+    def _mark(self, what: str) -> None:
+        self.result.timeline.append((time.time(), what))
+
     def _log(self, direction: str, msg: bytes) -> None:
         first = msg.split(b"\r\n", 1)[0].decode("utf-8", "replace")
         self.result.sip_log.append(f"{time.monotonic():.3f} {direction} {first}")
@@ -670,6 +702,7 @@ class _Caller:
             resp = self._response(msg, 200, "OK")
             if not self.bye.is_set():
                 self.result.ended_by = self.result.ended_by or "remote-bye"
+                self._mark("bye-received")
                 self.bye.set()
         elif method == "INVITE":
             self.result.server_reinvites += 1
@@ -708,13 +741,17 @@ class _Caller:
         else:
             lines += [f"m=image {self.udptl_port} udptl t38"]
             lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in t38_attributes(self._t38_params)]
-        return ("\r\n".join(lines) + "\r\n").encode()
+        self.current_sdp = ("\r\n".join(lines) + "\r\n").encode()
+        return self.current_sdp
 
     _t38_params = T38_LOCAL
 
     def _answer_reinvite(self, msg: SipMessage) -> bytes:
         sections = parse_sdp(msg.body)
         image = next((m for m in sections if m.media == "image" and m.port), None)
+        if image is not None and self.t38_answer >= 300:
+            self._mark("t38-refused")
+            return self._response(msg, self.t38_answer, _REASONS.get(self.t38_answer, "Refused"))
         if image is not None:
             try:
                 offered = parse_t38_attributes(image.attributes)
@@ -775,50 +812,106 @@ class _Caller:
         if final.status >= 300:
             return
         self.result.answered = True
+        self._mark("answered")
         audio = next((m for m in parse_sdp(final.body) if m.media == "audio" and m.port), None)
         if audio is not None:
             self.audio.remote = (audio.host or self.server[0], audio.port)
         clock = _Clock()
         limit = int(self.max_seconds * RATE / FRAME)
         reinvite_at = int(self.reinvite_after * RATE / FRAME)
+        tasks: list[asyncio.Task[None]] = []
         reinvite_task: asyncio.Task[None] | None = None
         finished: int | None = None
+        watched: object = None
+        seen_b = seen_d = seen_f = 0
+        refresh_at: int | None = None
+        hangup_at: int | None = None
         while clock.ticks < limit and not self.bye.is_set():
             if self.result.t38_switch.startswith("rejected") and not self.fallback:
                 break
+            quiet = finished is not None and self.after_dcn == "silence"
             for _ in range(await clock.due()):
+                if quiet:
+                    continue
                 if self.result.t38:
                     self.t38.step()
                 else:
                     self.audio.step()
             if self.t38_mode == "caller" and reinvite_task is None and clock.ticks >= reinvite_at:
                 reinvite_task = asyncio.create_task(self._reinvite_t38())
-            fax = self.t38.fax if self.result.t38 else self.audio.fax
+                tasks.append(reinvite_task)
+            fax: SpanFax | SpanT38 = self.t38.fax if self.result.t38 else self.audio.fax
+            if fax is not watched:  # a new T.30 session (after the switch to T.38)
+                watched, seen_b, seen_d, seen_f = fax, 0, 0, 0
+            if len(fax.phase_b) > seen_b:
+                seen_b = len(fax.phase_b)
+                self._mark("phase-b")
+            for frame in fax.frames[seen_f:]:
+                if not frame.sent and len(frame.data) > 2 and frame.data[2] & 0xFE == _CFR:
+                    self._mark("cfr")  # phase C begins
+                    if self.refresh_after is not None and refresh_at is None:
+                        refresh_at = clock.ticks + int(self.refresh_after * RATE / FRAME)
+            seen_f = len(fax.frames)
+            while len(fax.page_stats) > seen_d:
+                seen_d += 1
+                self._mark(f"page {seen_d}")
+                if self.hangup_after_page == seen_d:
+                    hangup_at = clock.ticks + int(self.hangup_delay * RATE / FRAME)
+            if refresh_at is not None and clock.ticks >= refresh_at and not self.result.refresh_status:
+                self.result.refresh_status = -1  # sent, no answer yet
+                tasks.append(asyncio.create_task(self._refresh()))
+            if hangup_at is not None and clock.ticks >= hangup_at:
+                break
             if finished is None and fax.done:
                 finished = clock.ticks
-            if finished is not None and (clock.ticks - finished) * FRAME >= self.tail * RATE:
+                self._mark("phase-e")
+            if (
+                finished is not None
+                and self.after_dcn == "bye"
+                and (clock.ticks - finished) * FRAME >= self.tail * RATE
+            ):
                 break
         self.result.seconds = clock.ticks * FRAME / RATE
         fax = self.t38.fax if self.result.t38 else self.audio.fax
         if not fax.done:
             fax.terminate()
         self.result.fax = fax.result
-        if reinvite_task is not None and not reinvite_task.done():
-            reinvite_task.cancel()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
         if self.bye.is_set():
             await asyncio.sleep(0.2)  # retransmitted BYEs get the stored 200
             return
-        if finished is not None:
-            self.result.ended_by = "local-bye"
+        if finished is not None or hangup_at is not None:
+            self.result.ended_by = "timeout" if self.after_dcn != "bye" and hangup_at is None else "local-bye"
         elif self.result.t38_switch.startswith("rejected") and not self.fallback:
             self.result.ended_by = "t38-rejected"
         else:
             self.result.ended_by = "timeout"
         self.cseq += 1
+        self._mark("bye-sent")
         try:
             await self._transaction(self._request("BYE", self.cseq), self.cseq, "BYE", timeout=8.0)
         except TimeoutError:
             self.result.sip_log.append("no response to BYE")
+
+    async def _refresh(self) -> None:
+        """A session-refresh re-INVITE: the SDP last sent, o= version unchanged (RFC 4028 §7.4)."""
+        self.cseq += 1
+        cseq = self.cseq
+        branch = "z9hG4bK" + secrets.token_hex(6)
+        self._invite_branch[cseq] = branch
+        self.reinvite_pending = True
+        self._mark("refresh")
+        try:
+            resp = await self._transaction(
+                self._request("INVITE", cseq, self.current_sdp, branch=branch), cseq, "INVITE", 15.0
+            )
+            self.result.refresh_status = resp.status
+        except TimeoutError:
+            self.result.refresh_status = 408
+        finally:
+            self.reinvite_pending = False
 
     async def _reinvite_t38(self) -> None:
         self.cseq += 1
@@ -826,17 +919,20 @@ class _Caller:
         branch = "z9hG4bK" + secrets.token_hex(6)
         self._invite_branch[cseq] = branch
         self.reinvite_pending = True
+        previous = self.current_sdp
         try:
             resp = await self._transaction(
                 self._request("INVITE", cseq, self._sdp("image"), branch=branch), cseq, "INVITE", 15.0
             )
         except TimeoutError:
             self.result.t38_switch = "rejected timeout"
+            self.current_sdp = previous
             return
         finally:
             self.reinvite_pending = False
         if resp.status >= 300:
             self.result.t38_switch = f"rejected {resp.status}"
+            self.current_sdp = previous
             return
         image = next((m for m in parse_sdp(resp.body) if m.media == "image" and m.port), None)
         if image is None:
@@ -866,6 +962,11 @@ def call_fax(
     max_seconds: float = 90.0,
     tail: float = 0.5,
     fallback: bool = True,
+    t38_answer: int = 200,
+    refresh_after: float | None = None,
+    hangup_after_page: int | None = None,
+    hangup_delay: float = 1.0,
+    after_dcn: AfterDcn = "bye",
 ) -> FaxCallResult:
     """Call ``number`` at ``server`` ("host:port", UDP) and send ``tiff``; blocks until the call ends.
 
@@ -875,6 +976,14 @@ def call_fax(
     number of earlier IFP packets in each datagram (or of FEC parity blocks).  The call is ended
     ``tail`` seconds after SpanDSP's phase E, or after ``max_seconds``; with ``fallback=False`` it is
     ended at once when our re-INVITE to T.38 fails (else the fax goes on over G.711).
+
+    Field failures: ``t38_answer`` is the status for the far end's re-INVITE to T.38 (488 refuses it);
+    ``refresh_after`` sends a session-refresh re-INVITE (same SDP) that many seconds after the first
+    CFR (in the middle of the first page);
+    ``hangup_after_page=n`` sends BYE ``hangup_delay`` seconds after the phase D of page ``n``;
+    ``after_dcn`` is "bye" (hang up ``tail`` seconds after phase E), "media" (keep sending RTP, never
+    hang up) or "silence" (stop sending, never hang up); without a BYE from the far end the call is
+    ended by us at ``max_seconds`` (``ended_by="timeout"``).
     """
     host, _, port = server.rpartition(":")
     c = _Caller(
@@ -894,5 +1003,10 @@ def call_fax(
         max_seconds=max_seconds,
         tail=tail,
         fallback=fallback,
+        t38_answer=t38_answer,
+        refresh_after=refresh_after,
+        hangup_after_page=hangup_after_page,
+        hangup_delay=hangup_delay,
+        after_dcn=after_dcn,
     )
     return asyncio.run(c.run())

@@ -10,7 +10,7 @@ from the repository root, waits until it answers OPTIONS, stops it with
 SIGTERM (the server unregisters then), parses its ``event=...`` log lines
 (:class:`LogEvent`) and finds recordings with their JSON sidecars
 (:class:`Recording`).  The configuration can also carry the ``[mail]``,
-``[voicemail]``, ``[pipeline]``, ``[mwi]`` and ``[directory]`` keys and extra
+``[voicemail]``, ``[pipeline]``, ``[mwi]``, ``[directory]`` and ``[fax]`` keys and extra
 mailbox keys (``notify``); ``UmsServer.kill()`` is a ``kill -9``,
 ``UmsServer.cli("mailbox", "mark-read", "100")`` runs the operator CLI against
 the same files, and :class:`UmsWorker` runs ``python -m ums worker`` for the
@@ -97,11 +97,12 @@ class UmsConfig:
     extra_sip: Mapping[str, Any] = field(default_factory=dict)
     #: extra keys of [mail] (smarthost = "127.0.0.1:PORT", retry_first = 1, ...)
     mail: Mapping[str, Any] = field(default_factory=dict)
-    #: [voicemail], [pipeline], [mwi] and [directory] keys as given
+    #: [voicemail], [pipeline], [mwi], [directory] and [fax] keys as given
     voicemail: Mapping[str, Any] = field(default_factory=dict)
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     mwi: Mapping[str, Any] = field(default_factory=dict)
     directory: Mapping[str, Any] = field(default_factory=dict)
+    fax: Mapping[str, Any] = field(default_factory=dict)
     #: [directory.entries]: number -> name
     directory_entries: Mapping[str, str] = field(default_factory=dict)
     #: extra keys per mailbox number (notify = [...], name = "...", attachment = "wav")
@@ -169,7 +170,7 @@ def write_config(path: Path, cfg: UmsConfig) -> Path:
     mail: dict[str, Any] = {"from": "ums@example.com", "smarthost": ""}
     mail.update(cfg.mail)
     lines += ["[mail]", *(f"{k} = {_toml(v)}" for k, v in mail.items()), ""]
-    for section in ("voicemail", "pipeline", "mwi", "directory"):
+    for section in ("voicemail", "pipeline", "mwi", "directory", "fax"):
         table: Mapping[str, Any] = getattr(cfg, section)
         if table or (section == "directory" and cfg.directory_entries):
             lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in table.items()), ""]
