@@ -836,6 +836,19 @@ class T30Engine:
         """V.17 trains short once TCF (or a long-trained burst) at this rate succeeded."""
         return modem == "v17" and self._trained == (modem, rate)
 
+    def _hangup_reason(self) -> str:
+        """Why the call ended, in words for the report (the state name goes in brackets for the log)."""
+        page = self._pages_done + 1
+        if self.state in (State.IDLE, State.T, State.R, State.R_DTC, State.D, State.F_TCF):
+            what = "the line was dropped before any page was sent"
+            if self._pages_done:
+                what = f"the line was dropped before page {page} was sent"
+        elif self.direction == "receive":
+            what = f"the sender hung up during page {page}"
+        else:
+            what = f"the receiver hung up during page {page}"
+        return f"{what} ({self.state.value})"
+
     def _result(self, success: bool, code: str, reason: str) -> FaxResult:
         d = self._dcs
         return FaxResult(
@@ -934,7 +947,7 @@ class T30Engine:
         elif self.state is State.F_POST_EOP:
             self._finish(self._result(True, "ok", "call ended after the last page was confirmed"))
         else:
-            self._finish(self._result(False, "hangup", f"call ended in state {self.state.value}"))
+            self._finish(self._result(False, "hangup", self._hangup_reason()))
 
     def _on_carrier_up(self, kind: Carrier) -> None:
         if kind == "v21":
