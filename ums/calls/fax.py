@@ -10,12 +10,17 @@ engine behind a :class:`~ums.fax_t38.terminal.UdptlLink`.  Every received page g
 the far end (``page_stored``, T.30 §5.3.6: MCF after the page is safe).  When T.30 is over (DCN
 received, or the engine gave up) the leg asks for a hang-up after ``hangup_delay`` seconds unless
 the far end hangs up first; a BYE in the middle ends T.30 with the pages stored so far.
-:meth:`FaxLeg.close` hands the outcome to ``sink.finish``.
+:meth:`FaxLeg.close` hands the outcome to ``sink.finish``.  When storing a page fails the leg asks
+for a hang-up; the pages confirmed before still go to ``sink.finish`` (``success`` False, the
+failure as ``reason``), and only a call with no confirmed page is dropped with ``sink.abort``.
 
 How it works
 ------------
-Audio: the media endpoint's ``on_audio`` goes to :meth:`FaxLeg.rx_audio` and its ``source(n)``
-pulls :meth:`FaxLeg.tx_audio` every packet, which also keeps the leg's timers going (the end of CED
+Audio: the media endpoint's received audio goes to :meth:`FaxLeg.rx_audio`, with the frames the
+jitter buffer filled in for lost packets, which reach the modems as
+:meth:`~ums.softfax_g711.terminal.AudioFaxTerminal.fillin` (not as silence, which would drop a fast
+modem's carrier and the rest of the page); its ``source(n)`` pulls :meth:`FaxLeg.tx_audio` every
+packet, which also keeps the leg's timers going (the end of CED
 for our own re-INVITE to T.38, the hang-up after T.30).  T.38: the UDPTL endpoint passes
 datagrams to :meth:`FaxLeg.datagram`, calls :meth:`FaxLeg.poll` at :meth:`FaxLeg.next_deadline`
 and sends what they return; datagrams due later (after a page was stored) go out through the
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -167,6 +172,8 @@ class FaxLeg:
         self.link: UdptlLink | None = None
         #: pages the sink has stored
         self.pages = 0
+        #: stored pages confirmed to the far end (MCF)
+        self.confirmed = 0
         self.negotiated: Negotiated | None = None
         self.result: FaxResult | None = None
         self.failed: str | None = None
@@ -201,12 +208,26 @@ class FaxLeg:
         self.audio = AudioFaxTerminal(self._engine(), level_dbm0=self.settings.level_dbm0)
         log.info(kv("fax.started", call_id=self.call_id, transport="g711"))
 
-    def rx_audio(self, pcm: Pcm) -> None:
-        """Received audio (any block size)."""
-        if self.audio is None or self.closed:
+    def rx_audio(self, pcm: Pcm, lost: Sequence[tuple[int, int]] = ()) -> None:
+        """Received audio (any block size).  ``lost`` gives the ``(offset, length)`` of each frame
+        of ``pcm`` that stands for a lost packet (the media endpoint's ``on_audio_lost``); those go
+        to the modems as ``fillin(length)``, in place, instead of as samples."""
+        term = self.audio
+        if term is None or self.closed:
             return
-        self.audio.receive(pcm)
-        self._reports(self.audio.take_reports())
+        if not lost:
+            term.receive(pcm)
+        else:
+            pos = 0
+            for start, length in sorted(lost):
+                if start > pos:
+                    term.receive(pcm[pos:start])
+                if length > 0:
+                    term.fillin(length)
+                pos = max(pos, start + length)
+            if pos < len(pcm):
+                term.receive(pcm[pos:])
+        self._reports(term.take_reports())
 
     def tx_audio(self, n: int) -> Pcm | None:
         """The next ``n`` samples to send; also runs the leg's timers."""
@@ -354,6 +375,7 @@ class FaxLeg:
         self.runner(job, done)
 
     def _confirm(self, page_no: int) -> None:
+        self.confirmed += 1
         if self.audio is not None:
             self.audio.page_stored(page_no)
             self._reports(self.audio.take_reports())
@@ -399,19 +421,25 @@ class FaxLeg:
             await self._idle.wait()
 
     def outcome(self, reason: str = "hangup") -> dict[str, object]:
-        """The result dictionary for ``sink.finish``."""
-        return fax_result_fields(
+        """The result dictionary for ``sink.finish`` (a failed page store is the reason)."""
+        fields = fax_result_fields(
             self.result, self.pages, self.clock() - self.started_at, self.transport or "g711", reason
         )
+        if self.failed is not None:
+            fields["success"] = False
+            fields["reason"] = self.failed
+        return fields
 
     def close(self, reason: str = "hangup") -> StoredFax | None:
         """End T.30 (if still running) and finish the sink (blocking: durable on return).
 
-        Call after :meth:`wait_idle`.  Returns the stored message (None: nothing kept).
+        Call after :meth:`wait_idle`.  Returns the stored message (None: nothing kept).  After a
+        failed page store the pages confirmed before are still finished (``success`` False); with
+        none confirmed the sink is aborted.
         """
         self.hangup()
         self.closed = True
-        if self.failed is not None:
+        if self.failed is not None and self.confirmed == 0:
             self.sink.abort()
             return None
         fields = self.outcome(reason)

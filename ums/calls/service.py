@@ -32,10 +32,10 @@ import re
 import secrets
 import wave
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +71,7 @@ from ums.sip.sdp import (
     answer_audio,
     is_udptl_image,
     new_description,
+    parse_answer,
 )
 from ums.sip.service import SipService
 from ums.softfax_g711.tones import Tone, ToneDetector, ToneSpec
@@ -102,6 +103,21 @@ class MediaEndpoint(Protocol):
     def set_remote(self, host: str, port: int) -> None: ...
 
     def close(self) -> Awaitable[MediaStats]: ...
+
+
+@runtime_checkable
+class LossReportingMedia(Protocol):
+    """An RTP endpoint that can say which received frames were lost (``RtpEndpoint`` can): a fax
+    leg on the audio line sets ``on_audio_lost`` so that gaps reach the modems as fill-in."""
+
+    on_audio_lost: Callable[[Any, list[tuple[int, int]]], None] | None
+
+
+@runtime_checkable
+class MovableMedia(Protocol):
+    """An RTP endpoint that can follow a signalled move past its latched source (``RtpEndpoint``)."""
+
+    def move_remote(self, host: str, port: int) -> None: ...
 
 
 class MediaFactory(Protocol):
@@ -314,6 +330,10 @@ class CallManager:
         self._finishing: set[asyncio.Task[None]] = set()
         #: handle of our re-INVITE -> call id
         self._reinvites: dict[str, str] = {}
+        #: our T.38 re-INVITEs given up after ``t38_timeout``, still in their transaction
+        self._late_t38: dict[str, str] = {}
+        #: our re-INVITEs back to audio after a late 2xx to one of those
+        self._audio_restores: dict[str, str] = {}
 
     # -- SIP events ------------------------------------------------------------------------------
     def on_sip_event(self, event: ev.Event) -> None:
@@ -333,6 +353,14 @@ class CallManager:
             self._t38_answered(self._reinvites.pop(event.handle), event.handle, event.response)
         elif isinstance(event, ev.RequestFailed) and event.handle in self._reinvites:
             self._t38_answered(self._reinvites.pop(event.handle), event.handle, None)
+        elif isinstance(event, ev.ResponseReceived) and event.handle in self._late_t38:
+            self._t38_late_answer(self._late_t38.pop(event.handle), event.response)
+        elif isinstance(event, ev.RequestFailed) and event.handle in self._late_t38:
+            self._late_t38.pop(event.handle)
+        elif isinstance(event, ev.ResponseReceived) and event.handle in self._audio_restores:
+            self._audio_restored(self._audio_restores.pop(event.handle), event.response)
+        elif isinstance(event, ev.RequestFailed) and event.handle in self._audio_restores:
+            self._audio_restored(self._audio_restores.pop(event.handle), None)
 
     def _reject(self, call_id: str, status: int, reason: str) -> None:
         self.sip.ua.reject(call_id, status, reason, self.sip.now())
@@ -704,6 +732,9 @@ class CallManager:
         stats: dict[str, int | float] = {}
         if leg.t38_handle is not None:
             self._reinvites.pop(leg.t38_handle, None)
+        for pending in (self._late_t38, self._audio_restores):
+            for handle in [h for h, c in pending.items() if c == leg.call_id]:
+                del pending[handle]
         for task in list(leg.tasks):
             task.cancel()
         if leg.media is not None:
@@ -826,6 +857,9 @@ class CallManager:
         if fax is None:
             return False
         fax.start_audio()
+        if isinstance(leg.media, LossReportingMedia):
+            # lost packets reach the modems as fill-in, not as the jitter buffer's silence
+            leg.media.on_audio_lost = fax.rx_audio
         return True
 
     def _cng_heard(self, leg: _Leg) -> None:
@@ -1043,8 +1077,73 @@ class CallManager:
     def _t38_timeout(self, leg: _Leg, handle: str) -> None:
         if leg.t38_handle != handle:
             return
-        self._reinvites.pop(handle, None)
+        if self._reinvites.pop(handle, None) is not None:
+            self._late_t38[handle] = leg.call_id  # its transaction goes on: a 2xx may still come
         self._t38_fallback(leg, "timeout")
+
+    def _t38_late_answer(self, call_id: str, response: Response) -> None:
+        """The final response to a T.38 re-INVITE we gave up on (``t38_timeout``).
+
+        The user agent has ACKed a 2xx, so the peer has moved to T.38 while we stayed on G.711
+        with the UDPTL port closed.  We offer our audio stream again (the last audio SDP we gave,
+        same RTP port and codec, new version) so that both ends are back on G.711 where our T.30
+        goes on; if the peer refuses it, the call is hung up (the pages stored so far are kept).
+        Any other final response changed nothing.
+        """
+        leg = self.legs.get(call_id)
+        if leg is None or not 200 <= response.status < 300:
+            return
+        log.info(kv("fax.t38_late_answer", call_id=call_id, status=response.status))
+        if leg.state != "answered":
+            return
+        if leg.media is None or leg.answer_sdp is None or leg.params is None:
+            self._fax_hangup(leg, "t38 late answer")
+            return
+        try:
+            sd = SessionDescription.parse(leg.answer_sdp)
+        except SdpError:
+            self._fax_hangup(leg, "t38 late answer")
+            return
+        leg.sdp_version += 1
+        sd.origin = replace(sd.origin, session_version=str(leg.sdp_version))
+        body = sd.serialize()
+        handle = self.sip.ua.reinvite(call_id, body, self.sip.now())
+        self.sip.kick()
+        if handle is None:
+            self._fax_hangup(leg, "t38 late answer")
+            return
+        leg.answer_sdp = body  # our current SDP (same media, this version)
+        self._audio_restores[handle] = call_id
+        log.info(kv("fax.audio_reinvite", call_id=call_id, local_port=leg.media.local_port))
+
+    def _audio_restored(self, call_id: str, response: Response | None) -> None:
+        """The answer to our re-INVITE back to audio: G.711 again, or a hang-up."""
+        leg = self.legs.get(call_id)
+        if leg is None or leg.state != "answered":
+            return
+        params = None
+        if response is not None and 200 <= response.status < 300 and leg.params is not None:
+            try:
+                params = parse_answer(SessionDescription.parse(response.body), [leg.params.codec])
+            except SdpError:
+                params = None
+        if params is None or leg.media is None or not params.remote_port:
+            if response is None:
+                why = "no response"
+            elif not 200 <= response.status < 300:
+                why = f"{response.status} {response.reason}"
+            else:
+                why = "answer without audio"
+            log.info(kv("fax.audio_refused", call_id=call_id, reason=why))
+            self._fax_hangup(leg, "t38 out of step")
+            return
+        if isinstance(leg.media, MovableMedia):
+            leg.media.move_remote(params.remote_host, params.remote_port)  # a new address must win
+        else:
+            leg.media.set_remote(params.remote_host, params.remote_port)
+        log.info(
+            kv("fax.audio_restored", call_id=call_id, remote=f"{params.remote_host}:{params.remote_port}")
+        )
 
     def _t38_fallback(self, leg: _Leg, why: str) -> None:
         """Our re-INVITE to T.38 failed: the fax goes on over G.711."""

@@ -12,7 +12,10 @@ after every step, so the driver's packet pacing and T.30 timers run without a po
 stored) and re-arms the timer.
 
 Like the RTP endpoint it latches the remote address to the source of the first datagram
-(symmetric UDP, for peers behind NAT).  ``close()`` cancels the timer, closes the socket and gives
+(symmetric UDP, for peers behind NAT).  A signalled change wins over the latch: when
+:meth:`UdptlEndpoint.set_remote` names a new address (a re-INVITE moved the stream), we send there
+at once, drop what still comes from the old source and latch again on the first datagram from
+anywhere else.  ``close()`` cancels the timer, closes the socket and gives
 the port back.
 """
 
@@ -111,6 +114,7 @@ class UdptlEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._sdp_remote: Address | None = None
         self._latched: Address | None = None
+        self._abandoned: Address | None = None  # the source latched before a signalled move
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
@@ -162,8 +166,18 @@ class UdptlEndpoint:
         return True
 
     def set_remote(self, host: str, port: int) -> None:
-        """Where to send (SDP ``c=`` and ``m=image``); port 0 or 0.0.0.0: nowhere."""
-        self._sdp_remote = None if port == 0 or host in ("0.0.0.0", "::", "") else (host, port)
+        """Where to send (SDP ``c=`` and ``m=image``); port 0 or 0.0.0.0: nowhere.
+
+        A new address after an earlier one (a re-INVITE moved the stream) drops the latched source:
+        we send to the new address, ignore the old source and latch on the next datagram from
+        elsewhere.  The same address again, or nowhere, keeps the latch."""
+        new = None if port == 0 or host in ("0.0.0.0", "::", "") else (host, port)
+        if new is not None and self._sdp_remote is not None and new != self._sdp_remote:
+            if self._latched is not None and self._latched != new:
+                self._abandoned = self._latched
+                log.info(kv("udptl.moved", port=self.local_port, remote=f"{new[0]}:{new[1]}"))
+            self._latched = None
+        self._sdp_remote = new
 
     @property
     def remote(self) -> Address | None:
@@ -196,7 +210,7 @@ class UdptlEndpoint:
         if self.driver is None:
             self.stats.foreign += 1
             return
-        if self._latched is None:
+        if self._latched is None and addr != self._abandoned:
             self._latched = addr
         elif addr != self._latched:
             self.stats.foreign += 1

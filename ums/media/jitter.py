@@ -6,9 +6,9 @@ What it does
 ``pop_ready(now)`` returns ``Frame`` objects in timestamp order whose samples, concatenated, form a
 gap-free signal: reordered packets are put back in place, duplicates are dropped, packets that
 arrive after their place was played out are dropped and counted as late, and lost packets are
-replaced by a fill-in hook ``fill(n_samples) -> np.ndarray[int16]`` (zeros by default; a fax modem
-plugs in its own concealment). ``flush()`` returns everything still held, so the end of a call is
-never cut off.
+replaced by a fill-in hook ``fill(n_samples) -> np.ndarray[int16]`` (zeros by default) in frames
+marked ``lost``, so a consumer that must not take them for received audio (a fax modem) can tell.
+``flush()`` returns everything still held, so the end of a call is never cut off.
 
 Only the audio payload type goes in; RFC 4733 telephone-events are routed elsewhere by the caller.
 

@@ -8,12 +8,16 @@ What it does
 * receive: parse -> audio payload type into a ``JitterBuffer`` -> decoded int16 PCM to
   ``on_audio(pcm)`` in timestamp order; telephone-event payload type -> ``DtmfReceiver`` ->
   ``on_digit(digit)``; RTCP (also multiplexed on the RTP port, RFC 5761) is recognised and ignored;
+  a consumer that must know which audio was lost (a fax modem: silence would drop its carrier)
+  sets ``on_audio_lost(pcm, lost)`` instead, which gets the same blocks with the
+  ``(offset, length)`` of each fill-in frame (one per missing packet; zeros in ``pcm``);
 * send: each tick pulls ``ptime * 8`` samples from ``source(n)`` (``None`` -> encoded silence),
   encodes them with the negotiated G.711 codec and sends them; ``send_digit(digit)`` replaces the
   audio of the next ticks with RFC 4733 event packets (or with in-band DTMF tones when no
   telephone-event payload type was negotiated);
 * symmetric RTP (RFC 4961): the remote address is latched to the source of the first valid packet
   (expected payload type), so peers behind NAT are reached where they really send from;
+  ``move_remote`` (a signalled move) drops the latch, ``set_remote`` keeps it;
 * ``close()`` flushes the jitter buffer to ``on_audio`` (the tail of a recording is kept) and
   closes the socket. ``stats`` gives counters for the end-of-call log line.
 
@@ -50,13 +54,16 @@ from .jitter import Frame, JitterBuffer
 from .rtp import ReceiverStats, RtpError, RtpPacket, RtpStreamTx, is_rtcp, parse_plain, parse_rtcp
 from .tones import DtmfDetector, dtmf_freqs, tone
 
-__all__ = ["EndpointStats", "RtpEndpoint", "RtpSettings", "TxSchedule"]
+__all__ = ["AudioWithLoss", "EndpointStats", "LostFrames", "RtpEndpoint", "RtpSettings", "TxSchedule"]
 
 log = logging.getLogger("ums.media")
 
 Pcm = npt.NDArray[np.int16]
 Source = Callable[[int], npt.NDArray[np.int16] | None]
 Address = tuple[str, int]
+#: ``(offset, length)`` in a delivered block of each frame the jitter buffer filled in
+LostFrames = list[tuple[int, int]]
+AudioWithLoss = Callable[[Pcm, LostFrames], None]
 
 #: RFC 3551 §4.5.14: G.711 is sampled at 8000 Hz.
 RATE = 8000
@@ -254,6 +261,9 @@ class RtpEndpoint:
     ----------
     settings : codec, payload types, ptime, bind address and port range.
     on_audio : called with each block of received, decoded int16 PCM, in order, gaps filled.
+        The attribute ``on_audio_lost`` (settable at any time, default None) takes its place when
+        set: ``on_audio_lost(pcm, lost)`` with ``lost`` the ``(offset, length)`` of each frame that
+        was filled in for a lost packet (in ``pcm`` it is zeros).
     on_digit : called with each received DTMF key.
     source : ``source(n) -> int16 array | None``, audio to send; None (or no source) sends silence.
     rng : randomness for the port choice, SSRC, initial sequence number and timestamp.
@@ -286,6 +296,7 @@ class RtpEndpoint:
             raise ValueError(f"ptime {s.ptime} ms is not a whole number of samples")
         self.frame_samples = s.ptime * RATE // 1000
         self.on_audio = on_audio
+        self.on_audio_lost: AudioWithLoss | None = None
         self.on_digit = on_digit
         self.source = source
         self._rng = rng if rng is not None else random.Random()
@@ -314,6 +325,7 @@ class RtpEndpoint:
         self._sdp_remote: Address | None = None
         self._latched: Address | None = None
         self._latched_ssrc: int | None = None
+        self._abandoned: Address | None = None  # the source latched before move_remote
         self._closed = False  # close() has begun: nothing more is sent
         self._rx_done = False  # close() has read the socket out: nothing more is received
         self.local_port = 0
@@ -415,6 +427,19 @@ class RtpEndpoint:
             self._sdp_remote = None
         else:
             self._sdp_remote = (host, port)
+
+    def move_remote(self, host: str, port: int) -> None:
+        """A signalled move (a re-INVITE to a new address): like :meth:`set_remote`, and the latched
+        source is dropped, so we send to the new address at once, ignore the old source and latch
+        again on the first packet from elsewhere.  ``set_remote`` keeps the latch (NAT)."""
+        before = self._sdp_remote
+        self.set_remote(host, port)
+        new = self._sdp_remote
+        if new is not None and new != before and self._latched is not None and self._latched != new:
+            self._abandoned = self._latched
+            self._latched = None
+            self._latched_ssrc = None
+            log.info("event=rtp.moved port=%d remote=%s:%d", self.local_port, host, port)
 
     @property
     def remote(self) -> Address | None:
@@ -558,27 +583,41 @@ class RtpEndpoint:
             self._receive(data, (str(addr[0]), int(addr[1])))
 
     def _accept_source(self, packet: RtpPacket, addr: Address) -> bool:
-        if self._latched is None or addr == self._latched:
+        if (self._latched is None and addr != self._abandoned) or (
+            self._latched is not None and addr == self._latched
+        ):
             if self._latched is None:
                 if addr != self._sdp_remote:
                     log.info("event=rtp.latched port=%d remote=%s:%d", self.local_port, addr[0], addr[1])
                 self._latched = addr
                 self._latched_ssrc = packet.ssrc
             return True
-        if packet.ssrc == self._latched_ssrc:  # same stream from a new address: NAT rebinding
+        if packet.ssrc == self._latched_ssrc and addr != self._abandoned:  # NAT rebinding
             log.info("event=rtp.relatched port=%d remote=%s:%d", self.local_port, addr[0], addr[1])
             self._latched = addr
             return True
         return False
 
     def _deliver(self, frames: list[Frame]) -> None:
-        """Hand released frames over as one block (one ``on_audio`` call)."""
+        """Hand released frames over as one block (one ``on_audio`` or ``on_audio_lost`` call)."""
         if not frames:
             return
         pcm = frames[0].pcm if len(frames) == 1 else np.concatenate([f.pcm for f in frames])
         if self._inband_rx is not None:
             for digit in self._inband_rx.process(pcm):
                 self._digit_received(digit)
+        if self.on_audio_lost is not None:
+            lost: LostFrames = []
+            offset = 0
+            for f in frames:
+                if f.lost:
+                    lost.append((offset, len(f.pcm)))
+                offset += len(f.pcm)
+            try:
+                self.on_audio_lost(pcm, lost)
+            except Exception:
+                log.exception("event=rtp.on_audio_failed port=%d", self.local_port)
+            return
         if self.on_audio is not None:
             try:
                 self.on_audio(pcm)

@@ -5,7 +5,9 @@ Covered: a fax number answers G.711 and runs the fax modems (a whole fax from ou
 soft modem, and our BYE after DCN); a re-INVITE to T.38 mid-call is answered with T.38 and moves
 the fax to UDPTL; a session refresh (the same SDP again) changes nothing; our own re-INVITE after
 CED, refused with 488 (stays on G.711) or accepted; an initial INVITE offering audio and image;
-CNG on a voice number switches from voicemail to fax; BYE mid-fax finishes the sink.
+CNG on a voice number switches from voicemail to fax; BYE mid-fax finishes the sink; lost packets
+of a fax on G.711 go to the modems as fill-in; a 2xx to our T.38 re-INVITE after ``t38_timeout``
+is followed by a re-INVITE back to audio (or a hang-up when the peer refuses it).
 """
 
 from __future__ import annotations
@@ -55,9 +57,17 @@ class FakeMedia:
     local_port: int = field(default_factory=lambda: next(_ports))
     remote: tuple[str, int] | None = None
     closed: bool = False
+    #: set by the call layer for a fax leg (``RtpEndpoint.on_audio_lost``)
+    on_audio_lost: Callable[[np.ndarray, list[tuple[int, int]]], None] | None = None
+
+    moved: bool = False
 
     def set_remote(self, host: str, port: int) -> None:
         self.remote = (host, port)
+
+    def move_remote(self, host: str, port: int) -> None:
+        self.remote = (host, port)
+        self.moved = True
 
     async def close(self) -> Stats:
         self.closed = True
@@ -507,3 +517,97 @@ def test_fax_options_in_the_configuration() -> None:
     ):
         with pytest.raises(ConfigError, match=r"fax\."):
             parse_config({"fax": bad})
+
+
+def test_lost_audio_of_a_fax_goes_to_the_modems_as_fillin(tmp_path: Path) -> None:
+    async def main() -> None:
+        recordings: list[FakeRecording] = []
+        rig = make_rig(tmp_path, voicemail=voicemail_wiring(recordings))
+        fax_call = await call(rig, "200", audio_offer())
+        voice_call = await call(rig, "100", audio_offer(port=40002))
+        fax_media, voice_media = rig.media
+        fax = rig.manager.legs[fax_call].fax
+        assert fax is not None and fax.audio is not None
+        # voicemail keeps the plain on_audio path
+        assert voice_media.on_audio_lost is None and rig.manager.legs[voice_call].fax is None
+        assert fax_media.on_audio_lost is not None
+        calls: list[tuple[str, int]] = []
+        audio = fax.audio
+        fillin, receive = audio.fillin, audio.receive
+
+        def spy_fillin(n: int, now: float | None = None) -> None:
+            calls.append(("fillin", n))
+            fillin(n, now)
+
+        def spy_receive(samples: np.ndarray, now: float | None = None) -> None:
+            calls.append(("receive", len(samples)))
+            receive(samples, now)
+
+        audio.fillin = spy_fillin  # type: ignore[method-assign]
+        audio.receive = spy_receive  # type: ignore[method-assign,assignment]
+        fax_media.on_audio_lost(np.zeros(800, np.int16), [(320, 160)])
+        assert calls == [("receive", 320), ("fillin", 160), ("receive", 320)]
+
+    run(main)
+
+
+@pytest.mark.parametrize("restore_answer", [200, 488])
+def test_late_2xx_to_our_t38_reinvite_brings_the_peer_back_to_audio(
+    tmp_path: Path, restore_answer: int
+) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path, t38_reinvite="after_ced", t38_timeout=0.3)
+        offers: list[SessionDescription] = []
+
+        def answer(call_id: str, body: bytes | None, status: int) -> None:
+            reason = "OK" if status == 200 else "Not Acceptable Here"
+            rig.sip.pbx.answer_reinvite(call_id, body, rig.sip.now(), status, reason)
+            rig.sip.kick()
+
+        def pbx(e: ev.Event) -> None:
+            if not isinstance(e, ev.ReInvite):
+                return
+            offers.append(SessionDescription.parse(e.sdp))
+            if len(offers) == 1:  # our T.38 offer: taken, but only after our t38_timeout
+                body = t38_offer(port=40200, with_audio=False)
+                rig.sip.loop.call_later(0.5, answer, e.call_id, body, 200)
+            elif restore_answer == 200:  # back to audio, from a new port
+                body = audio_offer(port=40010, version=4)
+                answer(e.call_id, body, 200)
+            else:
+                answer(e.call_id, None, restore_answer)
+
+        rig.sip.pbx_handler = pbx
+        call_id = await call(rig, "200", audio_offer())
+        leg = rig.manager.legs[call_id]
+        media = rig.media[0]
+        assert media.source is not None and leg.fax is not None
+        for _ in range(int(3.3 * 50)):  # 0.2 s silence + 3 s CED: our re-INVITE goes out
+            media.source(160)
+        await rig.settle()
+        await asyncio.sleep(0.4)  # t38_timeout: we stay on G.711
+        await rig.settle()
+        assert leg.fax.transport == "g711" and leg.udptl is None and rig.udptl[0].closed
+        await asyncio.sleep(0.3)  # the PBX's late 2xx: ACKed, and we offer our audio again
+        await rig.settle()
+        assert len(offers) == 2
+        (audio,) = offers[1].media
+        assert (audio.media, audio.port) == ("audio", media.local_port)
+        assert offers[1].origin.session_version == str(leg.sdp_version)
+        if restore_answer == 200:
+            assert leg.state == "answered" and not rig.pbx_events_of(ev.CallEnded)
+            assert media.remote == (PBX.host, 40010) and media.moved and not media.closed
+            assert leg.fax.transport == "g711"
+            out = media.source(160)
+            assert out is not None and np.any(out)  # T.30 goes on over G.711
+            rig.sip.pbx.hangup(call_id, rig.sip.now())
+            rig.sip.kick()
+            await rig.settle()
+        else:  # the peer stays on T.38: out of step, we hang up
+            assert rig.pbx_events_of(ev.CallEnded)
+        await asyncio.gather(*rig.manager._finishing)
+        assert not rig.manager._late_t38 and not rig.manager._audio_restores
+        (sink,) = rig.sinks
+        assert sink.finished and sink.finished[0]["transport"] == "g711"
+
+    run(main)

@@ -231,3 +231,69 @@ def test_store_failure_aborts_and_hangs_up() -> None:
     assert hangups and hangups[0][1] == "store failed"
     assert net.leg.close("local-bye") is None
     assert sink.aborted == 1 and not sink.finished
+
+
+def test_store_failure_after_a_confirmed_page_finishes_with_the_reason() -> None:
+    clock, sink = Clock(), MemorySink()
+    hangups: list[tuple[float, str]] = []
+    store = sink.store_page
+
+    def second_fails(
+        page_no: int, pels: np.ndarray, xdpi: float, ydpi: float, info: dict[str, object]
+    ) -> None:
+        if page_no == 2:
+            raise OSError("disk full")
+        store(page_no, pels, xdpi, ydpi, info)
+
+    sink.store_page = second_fails  # type: ignore[method-assign]
+    net = t38_pair(clock, sink, hangups, pages(2, 200))
+    while not hangups and clock.t < 200 and net.step():
+        pass
+    assert hangups and hangups[0][1] == "store failed"
+    assert net.leg.confirmed == 1 and [p[0] for p in sink.pages] == [1]
+    net.leg.hangup()
+    assert net.leg.close("local-bye") is not None  # the confirmed page is kept
+    assert sink.aborted == 0
+    (result,) = sink.finished
+    assert result["success"] is False and result["pages"] == 1
+    assert result["reason"] == "store failed: disk full"
+
+
+class SpyTerminal:
+    """Records what the leg hands an audio terminal."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.received: list[npt.NDArray[np.int16]] = []
+        self.finished = False
+
+    def receive(self, samples: npt.NDArray[np.int16]) -> None:
+        self.calls.append(("receive", len(samples)))
+        self.received.append(samples)
+
+    def fillin(self, n: int) -> None:
+        self.calls.append(("fillin", n))
+
+    def take_reports(self) -> list[object]:
+        return []
+
+
+def test_lost_frames_reach_the_terminal_as_fillin_in_place() -> None:
+    clock, sink = Clock(), MemorySink()
+    leg = make_leg(clock, sink, [])
+    leg.start_audio()
+    spy = SpyTerminal()
+    leg.audio = spy  # type: ignore[assignment]
+    block = np.arange(800, dtype=np.int16) + 1
+    block[160:320] = 0
+    block[640:800] = 0
+    leg.rx_audio(block, [(160, 160), (640, 160)])
+    assert spy.calls == [("receive", 160), ("fillin", 160), ("receive", 320), ("fillin", 160)]
+    np.testing.assert_array_equal(np.concatenate(spy.received), np.r_[block[:160], block[320:640]])
+    # nothing lost: one receive, as before
+    leg.rx_audio(block[:480])
+    assert spy.calls[-1] == ("receive", 480)
+    # two lost frames back to back open a block: one fillin each
+    spy.calls.clear()
+    leg.rx_audio(block, [(0, 160), (160, 160)])
+    assert spy.calls == [("fillin", 160), ("fillin", 160), ("receive", 480)]

@@ -81,6 +81,44 @@ def test_datagrams_timer_latching_and_close() -> None:
     asyncio.run(main())
 
 
+def test_a_signalled_new_address_wins_over_the_latched_one() -> None:
+    async def main() -> None:
+        ep = UdptlEndpoint("127.0.0.1", port_min=41200, port_max=41219)
+        port = await ep.open()
+        old, new = _peer(), _peer()
+        ep.set_remote("127.0.0.1", old.getsockname()[1])
+        driver = EchoDriver()
+        ep.attach(driver)
+        old.sendto(b"one", ("127.0.0.1", port))
+        data, _ = await _recv(old)
+        assert data == b"re:one" and ep.remote == old.getsockname()
+        # the same address again (new attributes) keeps the latch
+        ep.set_remote("127.0.0.1", old.getsockname()[1])
+        assert ep.remote == old.getsockname()
+        # a re-INVITE moves the stream: we send to the new address at once
+        ep.set_remote("127.0.0.1", new.getsockname()[1])
+        assert ep.remote == new.getsockname()
+        ep.send([b"moved"])
+        data, _ = await _recv(new)
+        assert data == b"moved"
+        # what the old source still sends is dropped; the new one is taken (and latched)
+        old.sendto(b"stale", ("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        new.sendto(b"two", ("127.0.0.1", port))
+        data, _ = await _recv(new)
+        assert data == b"re:two"
+        assert driver.received == [b"one", b"two"] and ep.stats.foreign == 1
+        old.sendto(b"stale again", ("127.0.0.1", port))
+        new.sendto(b"three", ("127.0.0.1", port))
+        data, _ = await _recv(new)
+        assert data == b"re:three" and ep.stats.foreign == 2
+        await ep.close()
+        old.close()
+        new.close()
+
+    asyncio.run(main())
+
+
 def test_datagrams_before_a_driver_are_dropped() -> None:
     async def main() -> None:
         ep = UdptlEndpoint("127.0.0.1", port_min=41100, port_max=41119)

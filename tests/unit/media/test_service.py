@@ -108,6 +108,27 @@ def test_symmetric_rtp_latches_to_first_source() -> None:
     assert ep.remote == ("203.0.113.5", 61002)
 
 
+def test_move_remote_drops_the_latch_and_ignores_the_old_source() -> None:
+    ep = RtpEndpoint(RtpSettings(codec="PCMA"), clock=lambda: 0.0)
+    ep.set_remote("198.51.100.1", 4000)
+    pkts, _ = audio_packets(8)
+    old = ("203.0.113.5", 61000)
+    ep.receive_datagram(pkts[0], old)
+    assert ep.remote == old
+    ep.move_remote("198.51.100.1", 4000)  # the same address: the latch stays
+    assert ep.remote == old
+    ep.move_remote("198.51.100.7", 5000)  # a re-INVITE moved the stream
+    assert ep.remote == ("198.51.100.7", 5000)
+    ep.receive_datagram(pkts[1], old)  # still in flight from the old source: not taken
+    assert ep.remote == ("198.51.100.7", 5000) and ep.stats.foreign == 1
+    new = ("203.0.113.7", 62000)
+    moved, _ = audio_packets(2, ssrc=4242)
+    ep.receive_datagram(moved[0], new)  # the new stream latches (a new SSRC is fine)
+    assert ep.remote == new
+    ep.receive_datagram(pkts[2], old)
+    assert ep.remote == new and ep.stats.foreign == 2
+
+
 # -- live loopback -------------------------------------------------------------------------------
 
 
@@ -330,6 +351,44 @@ def test_audio_is_delivered_in_blocks_on_the_ticks_and_before_each_digit() -> No
     asyncio.run(ep.close())
     assert sum(n for kind, n in got if kind == "audio") == len(expected)
     assert ep.stream_starts == 1
+
+
+def test_lost_packets_are_reported_to_on_audio_lost_instead_of_on_audio() -> None:
+    plain: list[int] = []
+    got: list[tuple[npt.NDArray[np.int16], list[tuple[int, int]]]] = []
+    clock = [0.0]
+    ep = RtpEndpoint(
+        RtpSettings(codec="PCMA", deliver_ms=100),
+        on_audio=lambda pcm: plain.append(len(pcm)),
+        clock=lambda: clock[0],
+    )
+    ep.on_audio_lost = lambda pcm, lost: got.append((pcm, lost))
+    ep._schedule = TxSchedule(0.0, 0.02, 3)  # ticks without a socket
+    pkts, expected = audio_packets(30)
+    missing = {7, 12, 13}
+    for i in range(30):
+        clock[0] = 0.02 * i
+        if i not in missing:
+            ep.receive_datagram(pkts[i], PEER)
+        ep.on_clock(clock[0])
+    asyncio.run(ep.close())
+    assert not plain  # on_audio_lost takes its place
+    pcm = np.concatenate([p for p, _ in got])
+    assert len(pcm) == len(expected)
+    lost_at: list[tuple[int, int]] = []
+    offset = 0
+    for block, lost in got:
+        lost_at += [(offset + start, n) for start, n in lost]
+        offset += len(block)
+    # one 20 ms frame per missing packet, where it was missing; zeros in the block
+    assert lost_at == [(160 * i, 160) for i in sorted(missing)]
+    for i in range(30):
+        frame = pcm[160 * i : 160 * (i + 1)]
+        if i in missing:
+            assert not np.any(frame)
+        else:
+            np.testing.assert_array_equal(frame, expected[160 * i : 160 * (i + 1)])
+    assert ep.stats.filled_ms == 60.0
 
 
 def test_close_reads_what_the_socket_still_holds() -> None:
