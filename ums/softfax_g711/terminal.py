@@ -27,7 +27,10 @@ echo, is never taken for the far end's).  The :class:`~.frontend.ModemFrontEnd` 
 engine asked and reports V.21 bursts (carrier events and HDLC frames) and image-modem signals.  What
 an image-modem signal carries follows the engine's state when it trains: the training check (the
 longest run of zeros, :class:`~ums.fax.t30.TcfResult`), a non-ECM page (:class:`~ums.fax.t30.PageData`
-octets, first bit in the LSB) or ECM frames (HDLC, :class:`~ums.fax.t30.HdlcFrame`).
+octets, first bit in the LSB) or ECM frames (HDLC, :class:`~ums.fax.t30.HdlcFrame`).  A lost packet
+(:meth:`~AudioFaxTerminal.fillin`) during a non-ECM page is reported as
+:class:`~ums.fax.t30.PageDataLost` with the octets it carried at the page's rate, so that the rows it
+held count as bad in the copy-quality check; in ECM the damaged frames are found by number.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ums.fax.t30 import (
     Hangup,
     HdlcFrame,
     PageData,
+    PageDataLost,
     PageStored,
     Receive,
     SendComplete,
@@ -266,14 +270,20 @@ class AudioFaxTerminal:
         self._items(self.front_end.receive(x).items, t)
 
     def fillin(self, n: int, now: float | None = None) -> None:
-        """``n`` received samples were lost (packet loss)."""
+        """``n`` received samples were lost (packet loss).  During a non-ECM page the engine is told
+        how many octets went missing (:class:`~ums.fax.t30.PageDataLost`), so that the rows they
+        carried count in the copy-quality check."""
         self._rx_samples += n
         t = self._time(now, self._rx_samples)
         self._poll(t)
         if self.finished or self.transmitting:
             return
         self._listen_fresh()
+        in_page = self._use == "page"
         self._items(self.front_end.fillin(n).items, t)
+        if in_page and self._use == "page" and not self.finished:
+            rate = self.front_end.mode.rate
+            self._handle(PageDataLost(max(1, round(n * rate / (8 * SAMPLE_RATE))) if rate else None), t)
 
     # -- engine plumbing --------------------------------------------------------------------------
 
