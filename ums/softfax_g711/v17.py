@@ -74,6 +74,11 @@ TX_BETA = 0.25
 _TX_SPAN = 6
 #: Mean power of the training points, the reference for the transmit level.
 _REF_POWER = 40.0
+#: Samples of the pulse's rising tail left out at the start of a short-train burst: the first symbol
+#: is centred 20 samples into the modulator's output, so the burst starts 0.6 symbol before it.
+#: (Against SpanDSP 0.0.6, starts at 17 or 18 samples pass the short train from -9 to -33 dBm0; 16
+#: and 19..21 do not; SpanDSP's own transmitter fails it from -28 to -36 dBm0.)
+_SHORT_START = 18
 
 
 def scrambler_history(state: int) -> Bits:
@@ -106,7 +111,8 @@ class V17Tx:
 
     ``short_train`` sends the short training sequence (V.17 §7: segment 2 of 38 symbols, no
     segment 3), for a receiver that has trained on a long one.  Until :meth:`finish` is called, a
-    transmitter short of data sends scrambled binary ones.  :attr:`done` turns true when the trailer
+    transmitter short of data sends scrambled binary ones.  A short-train burst starts at the
+    centre of its first symbol, without the pulse's rising tail.  :attr:`done` turns true when the trailer
     has been sent; :meth:`generate` gives silence after that.
     """
 
@@ -131,6 +137,13 @@ class V17Tx:
             BAUD, CARRIER_HZ, level_dbm0=level_dbm0, ref_power=_REF_POWER, beta=TX_BETA, span=_TX_SPAN
         )
         self._end_sample: int | None = None
+        if short_train:
+            # A short burst starts at the centre of its first symbol rather than on the rising pulse
+            # tail: a receiver that keeps its equaliser from the long train (SpanDSP) finds the
+            # symbol timing from where its carrier detect fires, and a ramp puts that point at a
+            # level-dependent place (SpanDSP 0.0.6 then failed the short train at -18..-20 dBm0).
+            self._mod.push(self._symbols(self._mod.symbols_needed(_SHORT_START)))
+            self._mod.pull(_SHORT_START)
 
     # -- data in --------------------------------------------------------------------------------
 
@@ -286,6 +299,10 @@ _T_KP_TRAIN = 0.2
 _T_KI_TRAIN = 0.01
 _T_KP = 0.1
 _T_KI = 0.003
+#: The ones test: segment 4's descrambled bits from this symbol on (past the descrambler's 23 bits
+#: of settling even at 7200 bit/s) may hold at most this fraction of zeros.
+_ONES_FROM = 8
+_ONES_ZEROS = 0.125
 #: SpanDSP's pass marks: constellation spacing per rate (14400, 12000, 9600, 7200).
 _SPACING = np.array([1.414, 2.0, 2.828, 4.0])
 
@@ -389,10 +406,14 @@ class V17RxBank:
     ``y[k] conj(y[k-2])``; the phase reversal into segment 2 fixes the carrier phase; segment 2 trains
     the equaliser (fast, then slow) and the carrier loop on the known scrambled CDBA; the bridge
     (segment 3) is tracked on decisions; the 48 trellis-coded symbols of scrambled ones of segment 4
-    are checked against the constellation (the pass marks are SpanDSP's).  A short train restores the
+    are checked against the constellation (the pass marks are SpanDSP's) and, decoded and
+    descrambled, must be ones (a receiver set to another bit rate fails here).  A short train restores the
     equaliser, gain and carrier frequency kept from the last successful long train and tracks the
     carrier on its 38 symbols of segment 2; if segment 2 goes on, the receiver takes it as a long
     train.  After a burst the channel expects a short train if it has trained before.
+
+    Lost samples (a G.711 packet that never came: :meth:`fillin`, or ``missing`` in :meth:`receive`)
+    are bridged: the carrier and the symbol clock run on, the loops hold still.
     """
 
     def __init__(self, n: int, bit_rate: int, *, cutoff_dbm0: float = -45.5) -> None:
@@ -404,6 +425,11 @@ class V17RxBank:
         self._off_ms = _dbm0_mean_square(cutoff_dbm0 - 2.5)
         self._sample = 0
         self._pending = np.zeros((n, 0), dtype=np.float64)
+        self._pending_miss = np.zeros((n, 0), dtype=np.bool_)
+        # lost samples: in this step or the last (so in the filter window), and at the end of the last
+        self._live = np.ones(n, dtype=np.bool_)
+        self._miss_last = np.zeros(n, dtype=np.bool_)
+        self._miss_tail = np.zeros(n, dtype=np.bool_)
         # carrier detect
         self._last_x = np.zeros(n)
         self._d2_hist = np.zeros((n, _OFF_WINDOW - 1))
@@ -450,6 +476,8 @@ class V17RxBank:
         # decoding
         self._viterbi = ViterbiBank(n, bit_rate)
         self._descramble_hist = np.zeros((n, SCRAMBLER_TAPS[1]), dtype=np.uint8)
+        self._ones_seen = np.zeros(n, dtype=np.int64)
+        self._ones_zero = np.zeros(n, dtype=np.int64)
         # per call
         self._out_bits: list[tuple[npt.NDArray[np.uint8], _I64]] = []
         self._out_events: list[tuple[int, Status, int, int]] = []
@@ -472,20 +500,45 @@ class V17RxBank:
         """Each channel's bit rate."""
         return [RATES[int(r)] for r in self._rate]
 
-    def receive(self, samples: npt.ArrayLike) -> list[RxOutput]:
-        """Feed samples shaped ``(n, m)`` (any ``m``); one :class:`RxOutput` per channel."""
+    def receive(self, samples: npt.ArrayLike, missing: npt.ArrayLike | None = None) -> list[RxOutput]:
+        """Feed samples shaped ``(n, m)`` (any ``m``); one :class:`RxOutput` per channel.
+
+        ``missing`` (booleans shaped like ``samples``) marks samples that were lost (a G.711 packet
+        that never came): their values are ignored, and the channel fills them in as
+        :meth:`fillin` does."""
         x = np.asarray(samples)
         if x.ndim != 2 or x.shape[0] != self.n:
             raise ValueError(f"samples must be shaped ({self.n}, m)")
-        buf = np.concatenate([self._pending, x.astype(np.float64)], axis=1)
+        if missing is None:
+            miss = np.zeros(x.shape, dtype=np.bool_)
+        else:
+            miss = np.asarray(missing, dtype=np.bool_)
+            if miss.shape != x.shape:
+                raise ValueError("missing must be shaped like samples")
+        buf = np.concatenate([self._pending, np.where(miss, 0.0, x.astype(np.float64))], axis=1)
+        mbuf = np.concatenate([self._pending_miss, miss], axis=1)
         whole = (buf.shape[1] // CHUNK) * CHUNK
         self._out_bits = []
         self._out_events = []
         self._bit_count[:] = 0
         for start in range(0, whole, CHUNK):
-            self._chunk(buf[:, start : start + CHUNK])
+            m = mbuf[:, start : start + CHUNK]
+            self._chunk(buf[:, start : start + CHUNK], m if m.any() else None)
         self._pending = buf[:, whole:]
+        self._pending_miss = mbuf[:, whole:]
         return self._collect()
+
+    def fillin(self, n_samples: int) -> list[RxOutput]:
+        """``n_samples`` lost samples on every channel (for some channels only: ``missing`` of
+        :meth:`receive`).
+
+        A gap is bridged rather than heard as the end of the carrier (as SpanDSP's ``v17_rx_fillin``
+        does): the carrier detector holds its state, the carrier phase and the symbol clock run on at
+        their tracked frequencies, and the carrier, timing and equaliser loops stop adapting until
+        the gap has left the filters.  The symbols in the gap are decided all the same, so the bit
+        count stays in step with the sender; their bits are wrong."""
+        miss = np.ones((self.n, max(0, int(n_samples))), dtype=np.bool_)
+        return self.receive(np.zeros(miss.shape, dtype=np.int16), miss)
 
     def _collect(self) -> list[RxOutput]:
         outs = [RxOutput() for _ in range(self.n)]
@@ -505,10 +558,13 @@ class V17RxBank:
 
     # ---------------------------------------------------------------------------------------
 
-    def _chunk(self, x: _F64) -> None:
+    def _chunk(self, x: _F64, miss: _B | None) -> None:
         s0 = self._sample
         self._sample += CHUNK
-        ups, downs, rises = self._detect(x)
+        ups, downs, rises = self._detect(x, miss)
+        gap: _B = np.zeros(self.n, dtype=np.bool_) if miss is None else np.asarray(miss.any(axis=1))
+        self._live = ~(gap | self._miss_last)
+        self._miss_last = gap
         xm = x * _MIX
         window = np.concatenate([self._mix_hist, xm], axis=1)
         self._mix_hist = window[:, CHUNK:]
@@ -516,7 +572,7 @@ class V17RxBank:
         phasor = np.sum(_TIMING_W * spectrum[:, _EDGE_LO] * np.conj(spectrum[:, _EDGE_HI]), axis=1)
 
         # Acquire on the first step after carrier detect whose power is within 3 dB of the step before.
-        acquire = np.nonzero((self._stage == _ACQ) & self._steady)[0]
+        acquire = np.nonzero((self._stage == _ACQ) & self._steady & self._live)[0]
         for ch in np.nonzero(ups >= 0)[0].tolist():
             if self._stage[ch] == _IDLE:
                 self._stage[ch] = _ACQ
@@ -541,7 +597,7 @@ class V17RxBank:
         for ch in np.nonzero(downs >= 0)[0].tolist():
             self._carrier_down(ch, s0 + int(downs[ch]))
 
-    def _detect(self, x: _F64) -> tuple[_I64, _I64, _I64]:
+    def _detect(self, x: _F64, miss: _B | None) -> tuple[_I64, _I64, _I64]:
         """Carrier on/off transitions in this chunk: sample offset per channel, or -1.
 
         On: the power over the last ``_POWER_WINDOW`` samples, and 6 dB over the weakest power (over
@@ -549,10 +605,17 @@ class V17RxBank:
         a new carrier.  Off: below the threshold over both windows (a data signal near the on
         threshold must not drop out, nor is a burst's start an end), or 13 dB under the strongest
         power since the carrier came up (a burst's end above the threshold, or the silence after
-        talker echo protection)."""
+        talker echo protection).  Lost samples (``miss``) count as the power before them."""
         prev = np.concatenate([self._last_x[:, None], x[:, :-1]], axis=1)
         d2 = (x - prev) ** 2
         self._last_x = x[:, -1].copy()
+        if miss is not None:
+            bad = miss | np.concatenate([self._miss_tail[:, None], miss[:, :-1]], axis=1)
+            d2 = np.where(bad, (self._level * self._d2_gain)[:, None], d2)
+            self._miss_tail = miss[:, -1].copy()
+        elif self._miss_tail.any():
+            d2[:, 0] = np.where(self._miss_tail, self._level * self._d2_gain, d2[:, 0])
+            self._miss_tail[:] = False
         full = np.concatenate([self._d2_hist, d2], axis=1)
         self._d2_hist = full[:, CHUNK:]
         csum = np.concatenate([np.zeros((self.n, 1)), np.cumsum(full, axis=1)], axis=1)
@@ -627,7 +690,7 @@ class V17RxBank:
         mag = np.abs(u)
         self._tmag = np.where(active, 0.9 * self._tmag + 0.1 * mag, self._tmag)
         err = u.imag / np.maximum(np.maximum(self._tmag, mag), 1e-9) * (_SPS / (2.0 * np.pi))
-        err = np.where(active, err, 0.0)
+        err = np.where(active & self._live, err, 0.0)
         self._phi += np.where(active, self._t_kp * err + self._nu, 0.0)
         self._nu += self._t_ki * err
         later = self._phi >= _T2
@@ -784,7 +847,10 @@ class V17RxBank:
             known & ~short, np.where(q < _COARSE_END, _KI_COARSE, _KI_FINE), np.where(tcm, _KI_DATA, 0.0)
         )
         mu = np.where(known & ~short, np.where(q < _COARSE_END, _MU_FAST, _MU_SLOW), 0.0)
-        mu = mu * self._mu_scale[:, None]
+        live = self._live[:, None]
+        mu = np.where(live, mu * self._mu_scale[:, None], 0.0)
+        kp = np.where(live, kp, 0.0)
+        ki = np.where(live, ki, 0.0)
         adv = track.astype(np.float64)
 
         # Channels receiving known symbols (or adapting on them) run symbol by symbol; the others
@@ -891,7 +957,8 @@ class V17RxBank:
         cell = lutsel + g[..., 0] * GRID_N + g[..., 1]
         d = _LUT[cell]
         pe = np.clip((z * np.conj(d)).imag * _LUT_INV[cell], -1.0, 1.0) * adv
-        total = pe.sum(axis=1)
+        total = np.where(self._live[rows], pe.sum(axis=1), 0.0)
+        adapt = adapt & self._live[rows][:, None]
         self._theta[rows] = np.mod(theta + adv.sum(axis=1) * omega + _KP_BLOCK * total, 2.0 * np.pi)
         self._omega[rows] = omega + _KI_DATA * total
         if adapt.any():
@@ -927,7 +994,7 @@ class V17RxBank:
         in_train = has & (self._stage == _TRAIN)
         if not in_train.any():
             self._q = np.where(self._stage == _DATA, q_next, self._q)
-            self._decode(tcm & (self._stage == _DATA)[:, None], q, z, tcm_start)
+            self._emit(self._decode(tcm & (self._stage == _DATA)[:, None], q, z, tcm_start))
             return
         # Expecting a short train: does segment 2 go on past its 38 symbols (a long train)?
         qc = np.clip(q, 0, _TRAIN_LONG.size - 1)
@@ -938,41 +1005,59 @@ class V17RxBank:
         check2 = in_train & (q_start < end2) & (end2 <= q_next)
         check4 = in_train & (q_start < ones_end) & (ones_end <= q_next)
         spacing = _SPACING[self._rate]
-        for ch in np.nonzero(check2 | check4)[0].tolist():
-            if check2[ch]:
-                limit = (SEG2_SHORT_LEN - _SHORT_TEST_START) * 4.0 if short[ch] else 20.0 * 1.414
-                if self._err[ch] > limit * spacing[ch]:
-                    self._fail(ch, s0)
-                    continue
+        for ch in np.nonzero(check2)[0].tolist():
+            limit = (SEG2_SHORT_LEN - _SHORT_TEST_START) * 4.0 if short[ch] else 20.0 * 1.414
+            if self._err[ch] > limit * spacing[ch]:
+                self._fail(ch, s0)
+                check4[ch] = False
+            else:
                 self._err[ch] = 0.0
-            if check4[ch]:
-                if short[ch] and self._match[ch] > 0.75 * SEG4_LEN:
-                    # A long train after all: carry on training on its segment 2.
-                    self._short[ch] = False
-                    self._err[ch] = 0.0
-                elif self._err[ch] < SEG4_LEN * spacing[ch]:
-                    self._stage[ch] = _DATA
-                    self._t_kp[ch] = _T_KP
-                    self._t_ki[ch] = _T_KI
-                    self._event(ch, Status.TRAINING_SUCCEEDED, s0)
-                    if not short[ch]:
-                        self._w_saved[ch] = self._w[ch]
-                        self._gain_saved[ch] = self._gain[ch]
-                        self._omega_saved[ch] = self._omega[ch]
-                        self._trained[ch] = True
-                else:
-                    self._fail(ch, s0)
-        self._q = np.where(self._stage >= _TRAIN, q_next, self._q)
-        self._q = np.where((self._stage == _TRAIN) | (self._stage == _DATA), self._q, -1)
-        self._decode(
+        # Segment 4's descrambled ones (the Viterbi decisions for its first symbols are out by now).
+        decoded = self._decode(
             tcm & (self._stage[:, None] >= _TRAIN) & (self._stage[:, None] <= _DATA), q, z, tcm_start
         )
+        for ch in np.nonzero(check4)[0].tolist():
+            ones_ok = self._ones_seen[ch] > 0 and self._ones_zero[ch] <= _ONES_ZEROS * self._ones_seen[ch]
+            if short[ch] and self._match[ch] > 0.75 * SEG4_LEN:
+                # A long train after all: carry on training on its segment 2.
+                self._short[ch] = False
+                self._err[ch] = 0.0
+            elif self._err[ch] < SEG4_LEN * spacing[ch] and ones_ok:
+                self._stage[ch] = _DATA
+                self._t_kp[ch] = _T_KP
+                self._t_ki[ch] = _T_KI
+                self._event(ch, Status.TRAINING_SUCCEEDED, s0)
+                if not short[ch]:
+                    self._w_saved[ch] = self._w[ch]
+                    self._gain_saved[ch] = self._gain[ch]
+                    self._omega_saved[ch] = self._omega[ch]
+                    self._trained[ch] = True
+            else:
+                self._fail(ch, s0)
+        self._q = np.where(self._stage >= _TRAIN, q_next, self._q)
+        self._q = np.where((self._stage == _TRAIN) | (self._stage == _DATA), self._q, -1)
+        self._emit(decoded)
 
-    def _decode(self, tcm: _B, q: _I64, z: Complex, tcm_start: _I64) -> None:
-        """Viterbi, differential decoding, descrambling; data bits after segment 4."""
+    def _emit(self, decoded: tuple[npt.NDArray[np.uint8], _I64] | None) -> None:
+        """Hand out the decoded data bits of the channels in data mode."""
+        if decoded is None:
+            return
+        out, data_n = decoded
+        data_n = np.where(self._stage == _DATA, data_n, 0)
+        if data_n.any():
+            self._out_bits.append((out, data_n))
+            self._bit_count += data_n
+
+    def _decode(
+        self, tcm: _B, q: _I64, z: Complex, tcm_start: _I64
+    ) -> tuple[npt.NDArray[np.uint8], _I64] | None:
+        """Viterbi, differential decoding, descrambling: the data bits after segment 4 and their
+        count per channel.  The descrambled bits of segment 4's symbols ``_ONES_FROM`` .. ``SEG4_LEN -
+        depth + 1`` (decided before segment 4 ends) are counted for the ones test: at the wrong bit
+        rate they are not ones."""
         counts = tcm.sum(axis=1)
         if not counts.any():
-            return
+            return None
         n, smax = q.shape
         first = np.argmax(tcm, axis=1)
         u0 = np.where(counts > 0, q[np.arange(n), first] - tcm_start, 0)  # TCM index of the first
@@ -980,6 +1065,8 @@ class V17RxBank:
         for ch in restart.tolist():
             self._viterbi.reset([ch], RATES[int(self._rate[ch])], diff=0 if self._short[ch] else 1)
             self._descramble_hist[ch] = 0
+            self._ones_seen[ch] = 0
+            self._ones_zero[ch] = 0
         idx = np.clip(first[:, None] + np.arange(smax)[None, :], 0, smax - 1)
         za = z[np.arange(n)[:, None], idx]
         words, _ = self._viterbi.decode(za, counts)
@@ -1008,13 +1095,16 @@ class V17RxBank:
             local = np.arange(g.size)[:, None]
             self._descramble_hist[g] = buf[local, nb[:, None] + np.arange(taps[1])[None, :]]
             skip = np.minimum(np.clip(SEG4_LEN - first_u[g], 0, None) * k, nb)
+            pos = np.arange(stream.shape[1])[None, :]
+            lo = (_ONES_FROM - first_u[g])[:, None] * k
+            hi = np.minimum((SEG4_LEN - h - first_u[g]) * k, nb)[:, None]
+            test = (pos >= lo) & (pos < hi)
+            self._ones_seen[g] += test.sum(axis=1)
+            self._ones_zero[g] += (test & (plain == 0)).sum(axis=1)
             take = np.minimum(skip[:, None] + np.arange(stream.shape[1])[None, :], stream.shape[1] - 1)
             out[rows, np.arange(stream.shape[1])[None, :]] = plain[local, take]
             data_n[g] = nb - skip
-        data_n = np.where(self._stage == _DATA, data_n, 0)
-        if data_n.any():
-            self._out_bits.append((out, data_n))
-            self._bit_count += data_n
+        return out, data_n
 
 
 class V17Rx:
@@ -1026,6 +1116,10 @@ class V17Rx:
     def receive(self, samples: npt.ArrayLike) -> RxOutput:
         """Feed int16 samples; returns the data bits and statuses."""
         return self.bank.receive(np.asarray(samples).reshape(1, -1))[0]
+
+    def fillin(self, n_samples: int) -> RxOutput:
+        """Bridge ``n_samples`` lost samples (see :meth:`V17RxBank.fillin`)."""
+        return self.bank.fillin(n_samples)[0]
 
     def restart(self, bit_rate: int, short_train: bool = False) -> None:
         """Listen for a new burst at ``bit_rate`` (``short_train``: see :meth:`V17RxBank.restart`)."""
