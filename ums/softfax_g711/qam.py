@@ -49,14 +49,23 @@ those into bits block-wise.  Channels may lose blocks (``missing``): timing and 
 turning, nothing adapts or is recorded until the filters are clear of the gap.  The symbol loop
 takes a symbol of a channel as soon as the samples its interpolator needs are there, so results
 do not depend on how the stream is cut into blocks, nor on the other channels of the bank.
+
+Cost: banks of up to :attr:`QamRxBank.scalar_rows` rows run the loop row by row on Python
+scalars (numpy calls on arrays of a few rows cost more than the arithmetic); the decision device
+then is :meth:`QamRxBank.row_slicer`.  Idle rows (no loop gains, no adaptation, nothing to record
+or count down, see :meth:`QamRxBank._idle`) skip the loop and only keep time until their next
+detector event, so a channel without a carrier costs little beyond the front end.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from fractions import Fraction
+from operator import mul
 
 import numpy as np
 import numpy.typing as npt
@@ -366,6 +375,54 @@ def _interp_table(taps: int, phases: int) -> F64:
     return h
 
 
+@functools.lru_cache(maxsize=64)
+def _nearest_point(points: tuple[complex, ...]) -> Callable[[complex], tuple[complex, int]]:
+    """``z -> (point, index)`` of the nearest of ``points`` (the first of equals), as
+    ``argmin |z - points|``.  A grid over the constellation lists, per cell, the only points
+    that can be nearest anywhere in the cell, so most decisions look at one or two points."""
+    pts = list(points)
+    k = len(pts)
+    xs = [p.real for p in pts]
+    ys = [p.imag for p in pts]
+    gaps = [abs(a - b) for i, a in enumerate(pts) for b in pts[i + 1 :] if a != b]
+    h = min(gaps) / 4.0 if gaps else 1.0
+    x0, y0 = min(xs) - 4 * h, min(ys) - 4 * h
+    nx = math.ceil((max(xs) + 4 * h - x0) / h)
+    ny = math.ceil((max(ys) + 4 * h - y0) / h)
+    inv = 1.0 / h
+    everyone = list(range(k))
+    # lower-left corners of the cells, and per point its largest and smallest distance to each
+    lx = (x0 + np.arange(nx) * h)[None, None, :]
+    ly = (y0 + np.arange(ny) * h)[None, :, None]
+    px = np.array(xs)[:, None, None]
+    py = np.array(ys)[:, None, None]
+    far = np.hypot(
+        np.maximum(np.abs(px - lx), np.abs(px - lx - h)), np.maximum(np.abs(py - ly), np.abs(py - ly - h))
+    )
+    near = np.hypot(
+        np.maximum(np.maximum(lx - px, px - lx - h), 0.0), np.maximum(np.maximum(ly - py, py - ly - h), 0.0)
+    )
+    mask = near <= far.min(axis=0) * (1.0 + 1e-9) + 1e-9  # (point, row, column)
+    flat = mask.reshape(k, ny * nx).T.tolist()
+    cells = [[j for j in range(k) if row[j]] for row in flat]
+
+    def nearest(z: complex) -> tuple[complex, int]:
+        u = (z.real - x0) * inv
+        v = (z.imag - y0) * inv
+        cand = cells[int(v) * nx + int(u)] if 0.0 <= u < nx and 0.0 <= v < ny else everyone
+        j = cand[0]
+        if len(cand) > 1:
+            best = abs(z - pts[j])
+            for i in cand[1:]:
+                d = abs(z - pts[i])
+                if d < best:
+                    best = d
+                    j = i
+        return pts[j], j
+
+    return nearest
+
+
 class QamRxBank:
     """A bank of ``n`` QAM receivers (front end, timing, equaliser, carrier, decisions).
 
@@ -375,6 +432,10 @@ class QamRxBank:
     as soon as all the samples its interpolator needs are there, so the result does not depend on
     how the stream is cut into blocks.
     """
+
+    #: Banks (or sub-banks) of at most this many rows run the symbol loop row by row on Python
+    #: scalars, which is cheaper than numpy on tiny arrays.
+    scalar_rows = 6
 
     def __init__(self, n: int, cfg: QamRxConfig) -> None:
         self.n = n
@@ -389,6 +450,8 @@ class QamRxBank:
         self._mix, self._mix_period = _carrier_table(cfg.carrier_hz)
         self._mix = np.conj(self._mix)
         self._interp = _interp_table(cfg.interp_taps, cfg.interp_phases)
+        self._interp_rows: list[list[float]] = self._interp.tolist()
+        self._interp_c = self._interp.astype(np.complex128)  # no casting in the loop
         self._ihalf = cfg.interp_taps // 2
         # detector thresholds on the sum over a tick of the squared first difference
         g = 4.0 * math.sin(math.pi * cfg.carrier_hz / SAMPLE_RATE) ** 2
@@ -604,6 +667,21 @@ class QamRxBank:
         codes = np.abs(z[:, None] - const).argmin(axis=1)
         return const.ravel()[codes + self._row_offsets(z.size, const.shape[1])], codes
 
+    def row_slicer(self, st: QamRxState, r: int) -> Callable[[complex], tuple[complex, int]]:
+        """The decision device of row ``r`` for one symbol at a time (used by the row-wise loop);
+        must decide as :meth:`slicer` does.  The default is the nearest point of the row's
+        constellation, or :meth:`slicer` on a one-row copy when a subclass overrides it."""
+        if type(self).slicer is not QamRxBank.slicer:
+            sub = st.take(np.array([r], dtype=np.int64))
+
+            def generic(z: complex) -> tuple[complex, int]:
+                dec, codes = self.slicer(sub, np.array([z]))
+                return complex(dec[0]), int(codes[0])
+
+            return generic
+        pts: tuple[complex, ...] = tuple(st.const[r].tolist())
+        return _nearest_point(pts)
+
     def _row_offsets(self, n: int, width: int) -> I64:
         """``arange(n) * width``, cached."""
         key = (n, width)
@@ -755,9 +833,22 @@ class QamRxBank:
             self._tick_pow = self._tick_pow[:, tcut:]
             self._tick_start += tcut
 
-    def _advance(self, st: QamRxState) -> None:
+    def _advance(self, st: QamRxState, coast: bool = True) -> None:
         """Process symbols of all rows of ``st`` while samples last; rows that can go further
-        than others are finished as a sub-bank."""
+        than others are finished as a sub-bank.  Idle rows (see :meth:`_idle`) coast first."""
+        if coast:
+            idle = self._idle(st)
+            if idle.any():
+                self._coast(st, idle)
+                end = self._bb_start + self._bb.shape[1]
+                ready = np.floor(st.pos) + self._ihalf < end
+                if not ready.all():
+                    if ready.any():
+                        idx = np.nonzero(ready)[0].astype(np.int64)
+                        sub = st.take(idx)
+                        self._advance(sub, coast=False)
+                        st.put(idx, sub)
+                    return
         self._loop(st)
         end = self._bb_start + self._bb.shape[1]
         ready = np.floor(st.pos) + self._ihalf < end
@@ -767,8 +858,49 @@ class QamRxBank:
             self._advance(sub)
             st.put(idx, sub)
 
+    @staticmethod
+    def _idle(st: QamRxState) -> B1:
+        """Rows with nothing to do but keep time: no loop gains, no drift, no adaptation,
+        acquisition, training, recording, AGC tracking or countdown.  They skip the symbol loop
+        (:meth:`_coast`) until their next detector event is due; their equaliser input and
+        ``x_prev`` are then stale, ``err_acc``/``err_n``/``hist`` are not updated (a modem resets
+        a row when its carrier comes up)."""
+        idle: B1 = (
+            (st.t_kp == 0.0)
+            & (st.t_ki == 0.0)
+            & (st.drift == 0.0)
+            & (st.mu == 0.0)
+            & (st.c_kp == 0.0)
+            & (st.c_ki == 0.0)
+            & (st.omega == 0.0)
+            & (st.countdown < 0)
+            & ~(st.acq | st.use_target | st.record | st.agc_track)
+        )
+        return idle
+
+    def _coast(self, st: QamRxState, idle: B1) -> None:
+        """Move the timing of ``idle`` rows on by whole symbols (``pos += sps`` each, as the loop
+        would), while samples last and up to the symbol before their next event."""
+        idx = np.nonzero(idle)[0]
+        end = self._bb_start + self._bb.shape[1]
+        pos0 = st.pos[idx]
+        steps = int((end - float(pos0.min())) / self.sps) + 2
+        if steps <= 0:
+            return
+        seq = np.full((idx.size, steps + 1), self.sps)
+        seq[:, 0] = pos0
+        np.cumsum(seq, axis=1, out=seq)  # sequential sums: the loop's rounding
+        ok = (seq[:, :-1] + self._ihalf < end) & (seq[:, 1:] < st.ev_pos[idx][:, None])
+        k = np.where(ok.all(axis=1), steps, ok.argmin(axis=1))
+        st.pos[idx] = seq[np.arange(idx.size), k]
+        st.countdown[idx] -= k
+
     def _loop(self, st: QamRxState) -> None:
         """The per-symbol loop over all rows of ``st`` (until one row runs out of samples)."""
+        if st.n <= self.scalar_rows:
+            for row in range(st.n):
+                self._loop_row(st, row)
+            return
         c = self.cfg
         n = st.n
         rows = st.chan
@@ -778,11 +910,10 @@ class QamRxBank:
         if n == 0 or st.pos.max() + ihalf >= end:
             return
         bbflat = self._bb.ravel()
-        rowoff = (rows * L - self._bb_start - ihalf + 1)[:, None, None]
-        ar_i = np.arange(c.interp_taps)[None, None, :]
+        tap_idx = (rows * L - self._bb_start - ihalf + 1)[:, None, None] + np.arange(c.interp_taps)
         half = np.array([-self.sps / 2.0, 0.0])[None, :]
         nph = c.interp_phases
-        table = self._interp
+        table = self._interp_c
         sps = self.sps
         tgt = self.targets
         tmax = c.max_targets
@@ -800,6 +931,7 @@ class QamRxBank:
         vrec = np.zeros((n, cap), dtype=np.bool_)
         k = 0
         flags = self._flags(st)
+        cd_left, ev_left = self._watch(st)
         while True:
             # symbols every row can take before samples run out (a symbol moves pos by at most
             # sps + _MAX_STEP)
@@ -821,7 +953,7 @@ class QamRxBank:
                 p = st.pos[:, None] + half
                 fl = np.floor(p)
                 ph = ((p - fl) * nph).astype(np.int64)
-                g = bbflat[rowoff + fl.astype(np.int64)[:, :, None] + ar_i]
+                g = bbflat[tap_idx + fl.astype(np.int64)[:, :, None]]
                 x = vecdot(table[ph], g)
                 x *= st.agc[:, None]
                 # --- symbol timing (Gardner), PI loop
@@ -895,23 +1027,228 @@ class QamRxBank:
                     if brk.any():
                         events.extend((int(i), BankEvent.PATTERN_BREAK, 0.0) for i in np.nonzero(brk)[0])
                 st.countdown -= 1
-                if (st.countdown == 0).any():
+                cd_left -= 1
+                if cd_left == 0:
                     for r in np.nonzero(st.countdown == 0)[0]:
                         events.append((int(r), BankEvent.COUNTDOWN, 0.0))
-                if (st.pos >= st.ev_pos).any():
-                    for r in np.nonzero(st.pos >= st.ev_pos)[0]:
-                        q = self._queues[int(st.chan[r])]
-                        while q and q[0][0] <= st.pos[r]:
-                            _, ev, payload = q.pop(0)
-                            events.append((int(r), ev, payload))
-                        st.ev_pos[r] = q[0][0] if q else np.inf
+                    cd_left = self._watch(st)[0]
+                ev_left -= 1
+                if ev_left <= 0:
+                    due = st.pos >= st.ev_pos
+                    if due.any():
+                        for r in np.nonzero(due)[0]:
+                            q = self._queues[int(st.chan[r])]
+                            while q and q[0][0] <= st.pos[r]:
+                                _, ev, payload = q.pop(0)
+                                events.append((int(r), ev, payload))
+                            st.ev_pos[r] = q[0][0] if q else np.inf
+                    ev_left = self._watch(st)[1]
                 if events:
                     for row, ev, payload in events:
                         self.on_event(st, row, ev, payload)
                     flags = self._flags(st)
+                    cd_left, ev_left = self._watch(st)
             if k >= cap:
                 break
         self._collect(st, zrec[:, :k], crec[:, :k], srec[:, :k], vrec[:, :k])
+
+    def _loop_row(self, st: QamRxState, r: int) -> None:
+        """The per-symbol loop of :meth:`_loop` for row ``r`` alone, on Python scalars (cheaper
+        than numpy on arrays of one row).  Same arithmetic, same events, same results."""
+        c = self.cfg
+        ihalf = self._ihalf
+        end = self._bb_start + self._bb.shape[1]
+        if st.pos[r] + ihalf >= end:
+            return
+        ch = int(st.chan[r])
+        base = self._bb_start + ihalf - 1  # list index of a symbol's first tap: floor(p) - base
+        bb = self._bb[ch].tolist()
+        ntap = c.interp_taps
+        table = self._interp_rows
+        nph = c.interp_phases
+        sps = self.sps
+        hsps = sps / 2.0
+        tmax = c.max_targets
+        tick_row = self._tick_pow[ch].tolist()
+        tick_lo = self._tick_start + 1
+        tick_hi = self._tick_start + len(tick_row)
+        floor = math.floor
+        vdot = np.vdot
+        multiply = np.multiply
+        tmp = np.empty(c.eq_len, dtype=np.complex128)
+        sqrt = math.sqrt
+        cos = math.cos
+        sin = math.sin
+        queue = self._queues[ch]
+        zs: list[complex] = []
+        cs: list[int] = []
+        ss: list[int] = []
+        targets: list[complex] | None = None
+        while True:
+            # --- load the row into locals
+            pos = float(st.pos[r])
+            drift = float(st.drift[r])
+            t_kp = float(st.t_kp[r])
+            t_ki = float(st.t_ki[r])
+            x_prev = complex(st.x_prev[r])
+            agc = float(st.agc[r])
+            agc_track = bool(st.agc_track[r])
+            buf = st.eqbuf[r]  # views: updated in place
+            taps = st.ctaps[r]
+            mu = float(st.mu[r])
+            theta = float(st.theta[r])
+            omega = float(st.omega[r])
+            c_kp = float(st.c_kp[r])
+            c_ki = float(st.c_ki[r])
+            use_target = bool(st.use_target[r])
+            tidx = int(st.tidx[r])
+            acq = bool(st.acq[r])
+            if acq:
+                hist = st.hist[r].tolist()
+                acq_n = int(st.acq_n[r])
+                acq_run = int(st.acq_run[r])
+                settle = int(st.settle[r])
+                facc = complex(st.facc[r])
+                brk_cos = float(st.brk_cos[r])
+            countdown = int(st.countdown[r])
+            frz_from = float(st.freeze_from[r])
+            frz_until = float(st.freeze_until[r])
+            ev_pos = float(st.ev_pos[r])
+            record = bool(st.record[r])
+            stage = int(st.stage[r])
+            err_acc = float(st.err_acc[r])
+            err_n = int(st.err_n[r])
+            nrec = int(st.nrec[r])
+            if use_target and targets is None:
+                targets = self.targets[ch].tolist()
+            slice_one = self.row_slicer(st, r)
+            events: list[tuple[int, BankEvent, float]] = []
+            while pos + ihalf < end:
+                frz = frz_from <= pos < frz_until
+                if agc_track:
+                    t = int(pos // TICK)
+                    t = tick_lo if t < tick_lo else tick_hi if t > tick_hi else t
+                    agc = 1.0 / sqrt(tick_row[t - tick_lo] + 1e-9)
+                # --- interpolate the two T/2 samples of this symbol
+                p = pos - hsps
+                fl = floor(p)
+                i = fl - base
+                x0 = sum(map(mul, table[int((p - fl) * nph)], bb[i : i + ntap])) * agc
+                fl = floor(pos)
+                i = fl - base
+                x1 = sum(map(mul, table[int((pos - fl) * nph)], bb[i : i + ntap])) * agc
+                # --- symbol timing (Gardner), PI loop
+                terr = 0.0 if frz else ((x_prev - x1) * x0.conjugate()).real
+                x_prev = x1
+                v = drift + t_ki * terr
+                drift = -_MAX_DRIFT if v < -_MAX_DRIFT else _MAX_DRIFT if v > _MAX_DRIFT else v
+                v = drift + t_kp * terr
+                pos += sps + (-_MAX_STEP if v < -_MAX_STEP else _MAX_STEP if v > _MAX_STEP else v)
+                # --- equaliser
+                buf[:-2] = buf[2:]
+                buf[-2] = x0
+                buf[-1] = x1
+                y = complex(vdot(taps, buf))
+                rot = complex(cos(theta), -sin(theta))
+                z = y * rot
+                dec, code = slice_one(z)
+                if use_target:
+                    assert targets is not None
+                    ref = targets[tidx]
+                    tidx = min(tidx + 1, tmax)
+                else:
+                    ref = dec
+                err = 0j if frz else ref - z
+                ae = abs(err)
+                err_acc += ae * ae
+                err_n += 1
+                if mu:
+                    upd = mu * err.conjugate() * rot
+                    multiply(buf, upd, out=tmp)
+                    taps += tmp
+                # --- carrier PI loop
+                ar = abs(ref)
+                perr = 0.0 if frz else (z * ref.conjugate()).imag / (ar * ar + 1e-9)
+                omega += c_ki * perr
+                theta += omega + c_kp * perr
+                theta %= _TWO_PI
+                # --- record
+                if record and not frz:
+                    zs.append(z)
+                    cs.append(code)
+                    ss.append(stage)
+                    nrec += 1
+                # --- rare events
+                if acq:
+                    d = y * hist[-2].conjugate()
+                    del hist[0]
+                    hist.append(y)
+                    acq_n += 1
+                    brk = holds = False
+                    if acq_n > settle:
+                        ad = abs(d)
+                        brk = acq_run >= ACQ_MIN_RUN and d.real < brk_cos * ad
+                        holds = d.real > _COS45 * ad
+                    if holds and acq_run >= 8:
+                        s = 1.0 / (ad + 1e-12)
+                        facc += complex(d.real * s, d.imag * s)
+                        acq_run += 1
+                    else:
+                        if holds:
+                            acq_run += 1
+                        elif not brk:
+                            acq_run //= 2
+                        if acq_run <= 0:
+                            facc = 0j
+                    if brk:
+                        events.append((r, BankEvent.PATTERN_BREAK, 0.0))
+                countdown -= 1
+                if countdown == 0:
+                    events.append((r, BankEvent.COUNTDOWN, 0.0))
+                if pos >= ev_pos:
+                    while queue and queue[0][0] <= pos:
+                        _, ev, payload = queue.pop(0)
+                        events.append((r, ev, payload))
+                    ev_pos = queue[0][0] if queue else math.inf
+                if events:
+                    break
+            # --- store the row back
+            st.pos[r] = pos
+            st.drift[r] = drift
+            st.x_prev[r] = x_prev
+            st.agc[r] = agc
+            st.theta[r] = theta
+            st.omega[r] = omega
+            st.tidx[r] = tidx
+            if acq:
+                st.hist[r] = hist
+                st.acq_n[r] = acq_n
+                st.acq_run[r] = acq_run
+                st.facc[r] = facc
+            st.countdown[r] = countdown
+            st.ev_pos[r] = ev_pos
+            st.err_acc[r] = err_acc
+            st.err_n[r] = err_n
+            st.nrec[r] = nrec
+            if not events:
+                break
+            for row, ev, payload in events:
+                self.on_event(st, row, ev, payload)
+            if bool(st.use_target[r]):
+                targets = self.targets[ch].tolist()
+        if zs:
+            self._append(ch, zs, cs, ss)
+
+    def _watch(self, st: QamRxState) -> tuple[int, int]:
+        """Symbols until the first countdown reaches zero (-1: none runs), and a number of
+        symbols that no row's position can reach its next event in (moves are at most
+        ``sps + _MAX_STEP``): the loop checks those only then."""
+        cd = st.countdown
+        running = cd[cd > 0]
+        cd_left = int(running.min()) if running.size else -1
+        gap = float(st.ev_pos.min()) - float(st.pos.max())
+        ev_left = int(gap // (self.sps + _MAX_STEP)) if math.isfinite(gap) else 1 << 62
+        return cd_left, ev_left
 
     @staticmethod
     def _flags(st: QamRxState) -> tuple[bool, bool, bool, bool, bool]:
@@ -922,6 +1259,21 @@ class QamRxBank:
             bool(st.mu.any()),
             bool(st.agc_track.any()),
         )
+
+    def _append(self, ch: int, z: list[complex], codes: list[int], stages: list[int]) -> None:
+        """Append the recorded symbols of channel ``ch`` (row-wise loop)."""
+        res = self._res
+        c0 = int(res.counts[ch])
+        c1 = c0 + len(z)
+        if c1 > res.z.shape[1]:
+            grow = c1 - res.z.shape[1]
+            res.z = np.pad(res.z, ((0, 0), (0, grow)))
+            res.codes = np.pad(res.codes, ((0, 0), (0, grow)))
+            res.stages = np.pad(res.stages, ((0, 0), (0, grow)))
+        res.z[ch, c0:c1] = z
+        res.codes[ch, c0:c1] = codes
+        res.stages[ch, c0:c1] = stages
+        res.counts[ch] = c1
 
     def _collect(self, st: QamRxState, z: C128, codes: I64, stages: I64, valid: B1) -> None:
         """Append the recorded symbols of a run, left-aligned per channel."""

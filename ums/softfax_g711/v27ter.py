@@ -21,6 +21,7 @@ training on the conditioning pattern; a check on its last 64 symbols and on the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -412,6 +413,20 @@ class _Core(QamRxBank):
         u += self._order / 2 + 0.5
         i = u.astype(np.int64)
         return self._slice_points[i], self._slice_codes[i]
+
+    def row_slicer(self, st: QamRxState, r: int) -> Callable[[complex], tuple[complex, int]]:
+        """:meth:`slicer` for one symbol at a time."""
+        points: list[complex] = self._slice_points.tolist()
+        codes: list[int] = self._slice_codes.tolist()
+        scale = self._order / (2.0 * np.pi)
+        shift = self._order / 2 + 0.5
+        atan2 = math.atan2
+
+        def nearest(z: complex) -> tuple[complex, int]:
+            i = int(atan2(z.imag, z.real) * scale + shift)
+            return points[i], codes[i]
+
+        return nearest
 
     # --- control, on rare events ------------------------------------------------------------
 
