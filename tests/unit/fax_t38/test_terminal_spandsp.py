@@ -252,3 +252,31 @@ def test_unpaced_spandsp(tmp_path: Path, ecm: bool) -> None:
     assert run.completed and span.result.ok
     assert ours.result is not None and ours.result.success
     _assert_same(sf.read_fax_tiff(rx_tiff), sent)
+
+
+TEN = [f"itu{i}" for i in range(1, 9)] + ["test1", "test2"]
+
+
+@pytest.mark.parametrize("ecm", [True, False], ids=["ecm", "noecm"])
+def test_ten_pages_each_way(tmp_path: Path, ecm: bool) -> None:
+    """Ten ITU charts (itu1-8, test1-2) at fine resolution each way over T.38, V.17."""
+    sent = [itu_page(n) for n in TEN]
+    src = sf.write_fax_tiff(tmp_path / "tx.tif", sent, resolution="fine")
+    span = sf.SpanT38(True, transmit_tiff=src, ecm=ecm, modems={"v17"}, ident=SPAN_ID)
+    ours = OurT38(
+        T30Engine(T30Config(ident=OUR_ID, modems=OUR_MODEMS["v17"], ecm=ecm), "answering", "receive")
+    )
+    assert sf.run_t38_pair(span, ours, max_seconds=1200, latency=160).completed, (span.result, ours.result)
+    _assert_results(span, ours, 10, "v17", ecm, "fine")
+    _assert_same([p.pels for p in ours.pages], sent)
+
+    rx_tiff = tmp_path / "rx.tif"
+    span = sf.SpanT38(False, receive_tiff=rx_tiff, ecm=ecm, modems={"v17"}, ident=SPAN_ID)
+    docs = [FaxPage.at(p, "fine") for p in sent]
+    ours = OurT38(
+        T30Engine(T30Config(ident=OUR_ID, modems=OUR_MODEMS["v17"], ecm=ecm), "calling", "transmit", docs)
+    )
+    assert sf.run_t38_pair(ours, span, max_seconds=1200, latency=160).completed, (span.result, ours.result)
+    _assert_results(span, ours, 10, "v17", ecm, "fine")
+    assert [c.response for c in ours.confirmed] == ["MCF"] * 10
+    _assert_same(sf.read_fax_tiff(rx_tiff), sent)

@@ -249,3 +249,30 @@ def test_polling_both_ways(tmp_path: Path) -> None:
     assert sf.run_audio_pair(span, our, max_seconds=200).completed
     check(our, span, pages=1, modem="v17", ecm=True)
     check_pages(sf.read_fax_tiff(rx_tiff), sent)
+
+
+TEN = [(f"itu{i}", None) for i in range(1, 9)] + [("test1", None), ("test2", None)]
+
+
+def test_ten_pages_each_way(tmp_path: Path) -> None:
+    """Ten ITU charts (itu1-8, test1-2) each way at standard resolution, V.17 with ECM and MMR."""
+    sent = [p[::2] for p in _load(TEN)]
+    comps = {"mh", "mr", "mmr"}
+    span = sf.SpanFax(
+        True,
+        transmit_tiff=sf.write_fax_tiff(tmp_path / "tx.tif", sent, resolution="standard"),
+        compressions=comps,
+        ident="SPANDSP 7",
+    )
+    our = ours("answering", "receive", "v17", True)
+    assert sf.run_audio_pair(span, our, max_seconds=900).completed
+    check(our, span, pages=10, modem="v17", ecm=True)
+    check_pages(our.pages, sent)
+
+    rx_tiff = tmp_path / "rx.tif"
+    span = sf.SpanFax(False, receive_tiff=rx_tiff, compressions=comps, ident="SPANDSP 7")
+    our = ours("calling", "transmit", "v17", True, [FaxPage.at(p, "standard") for p in sent])
+    assert sf.run_audio_pair(our, span, max_seconds=900).completed
+    check(our, span, pages=10, modem="v17", ecm=True)
+    assert [s.response for s in our.sent] == ["MCF"] * 10
+    check_pages(sf.read_fax_tiff(rx_tiff), sent)
