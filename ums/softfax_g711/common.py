@@ -18,6 +18,7 @@ __all__ = [
     "FULL_SCALE",
     "FULL_SCALE_DBM0",
     "SAMPLE_RATE",
+    "BitQueue",
     "Bits",
     "ModemStatus",
     "RxOutput",
@@ -112,3 +113,37 @@ def descramble(
     buf = np.concatenate([history.astype(np.uint8), x])
     out = x ^ buf[b - a : buf.size - a] ^ buf[: buf.size - b]
     return out.astype(np.uint8), buf[buf.size - b :].copy()
+
+
+class BitQueue:
+    """Bits waiting to be sent by a transmitter: ``push`` any amount, ``take`` whole symbols' worth."""
+
+    def __init__(self) -> None:
+        self._parts: list[Bits] = []
+        self.size = 0
+
+    def push(self, bits: npt.ArrayLike) -> None:
+        """Queue data bits (0/1; anything else is taken modulo 2)."""
+        b = (np.asarray(bits, dtype=np.uint8).ravel() & 1).astype(np.uint8)
+        if b.size:
+            self._parts.append(b)
+            self.size += b.size
+
+    def take(self, n: int, *, fill: int | None = 1) -> Bits:
+        """The next ``n`` bits; when fewer are queued, padded with ``fill`` (or cut short if None)."""
+        parts: list[Bits] = []
+        need = n
+        while need and self._parts:
+            head = self._parts[0]
+            if head.size <= need:
+                parts.append(head)
+                self._parts.pop(0)
+                need -= head.size
+            else:
+                parts.append(head[:need])
+                self._parts[0] = head[need:]
+                need = 0
+        self.size -= n - need
+        if need and fill is not None:
+            parts.append(np.full(need, fill, dtype=np.uint8))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)

@@ -20,6 +20,7 @@ from .common import (
     FULL_SCALE,
     FULL_SCALE_DBM0,
     SAMPLE_RATE,
+    BitQueue,
     Bits,
     ModemStatus,
     RxOutput,
@@ -128,8 +129,7 @@ class V17Tx:
         # a receiver ignores the first symbols of segment 4, so nothing depends on it).
         self._encoder = TrellisEncoder(1, diff=0 if short_train else 1)
         self._ones_left = SEG4_LEN
-        self._queue: list[Bits] = []
-        self._queued = 0
+        self._queue = BitQueue()
         self._finished = False
         self._trailer_left = TRAILER_ONES
         self._silence_left = TRAILER_SILENCE
@@ -151,10 +151,7 @@ class V17Tx:
         """Queue data bits (0/1) for sending."""
         if self._finished:
             raise RuntimeError("send() after finish()")
-        b = (np.asarray(bits, dtype=np.uint8).ravel() & 1).astype(np.uint8)
-        if b.size:
-            self._queue.append(b)
-            self._queued += b.size
+        self._queue.push(bits)
 
     def finish(self) -> None:
         """No more data: once the queue is sent, send the trailer and stop."""
@@ -166,12 +163,6 @@ class V17Tx:
         return self._end_sample is not None and self._mod.samples_out >= self._end_sample
 
     # -- symbols --------------------------------------------------------------------------------
-
-    def _take_bits(self, count: int) -> Bits:
-        out = np.concatenate(self._queue) if self._queue else np.zeros(0, dtype=np.uint8)
-        self._queue = [out[count:]] if out.size > count else []
-        self._queued = max(0, self._queued - count)
-        return out[:count]
 
     def _coded(self, bits: Bits) -> Complex:
         """Scramble ``bits`` (a multiple of the symbol size) and map them through the trellis code."""
@@ -192,9 +183,9 @@ class V17Tx:
                 take = min(count, self._ones_left)
                 parts.append(self._coded(np.ones(take * k, dtype=np.uint8)))
                 self._ones_left -= take
-            elif self._queued >= k or (self._finished and self._queued):
-                take = min(count, -(-self._queued // k))
-                bits = self._take_bits(take * k)
+            elif self._queue.size >= k or (self._finished and self._queue.size):
+                take = min(count, -(-self._queue.size // k))
+                bits = self._queue.take(take * k, fill=None)
                 pad = np.ones(take * k - bits.size, dtype=np.uint8)  # a last partial symbol
                 parts.append(self._coded(np.concatenate([bits, pad])))
             elif not self._finished:

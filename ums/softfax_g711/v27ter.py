@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from ums.softfax_g711.common import (
     SAMPLE_RATE,
+    BitQueue,
     Bits,
     ModemStatus,
     RxOutput,
@@ -234,8 +235,7 @@ class V27terTx:
         self._train_pos = 0
         self._ones_left = SEG_ONES
         self._trailer_left = TRAILER
-        self._queue: list[Bits] = []
-        self._queued = 0
+        self._queue = BitQueue()
         self._finished = False
         self._hist = _COND_HISTORY.copy()
         self._count = _COND_COUNT
@@ -244,10 +244,7 @@ class V27terTx:
 
     def send(self, bits: npt.ArrayLike) -> None:
         """Queue data bits (0/1)."""
-        b = (np.asarray(bits, dtype=np.uint8).ravel() & 1).astype(np.uint8)
-        if b.size:
-            self._queue.append(b)
-            self._queued += b.size
+        self._queue.push(bits)
 
     def finish(self) -> None:
         """No more data: after the queued bits (padded with ones to a whole symbol), send the
@@ -258,24 +255,6 @@ class V27terTx:
     def done(self) -> bool:
         """Everything, trailer included, has been generated."""
         return self._end_sample is not None and self._mod.samples_out >= self._end_sample
-
-    def _take(self, nbits: int) -> Bits:
-        parts: list[Bits] = []
-        need = nbits
-        while need and self._queue:
-            head = self._queue[0]
-            if head.size <= need:
-                parts.append(head)
-                self._queue.pop(0)
-                need -= head.size
-            else:
-                parts.append(head[:need])
-                self._queue[0] = head[need:]
-                need = 0
-        self._queued -= nbits - need
-        if need:
-            parts.append(np.ones(need, dtype=np.uint8))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
 
     def _data_phases(self, bits: Bits) -> npt.NDArray[np.int64]:
         scr, self._hist, self._count = guard_scramble(bits, self._hist, self._count)
@@ -293,9 +272,9 @@ class V27terTx:
                 take = min(count, self._ones_left)
                 out.append(POINTS[self._data_phases(np.ones(take * self._bps, dtype=np.uint8))])
                 self._ones_left -= take
-            elif self._queued or not self._finished:
-                take = min(count, -(-self._queued // self._bps)) if self._queued else count
-                out.append(POINTS[self._data_phases(self._take(take * self._bps))])
+            elif self._queue.size or not self._finished:
+                take = min(count, -(-self._queue.size // self._bps)) if self._queue.size else count
+                out.append(POINTS[self._data_phases(self._queue.take(take * self._bps))])
             elif self._trailer_left:
                 take = min(count, self._trailer_left)
                 out.append(POINTS[self._data_phases(np.ones(take * self._bps, dtype=np.uint8))])

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ums.softfax_g711.common import (
     SAMPLE_RATE,
+    BitQueue,
     Bits,
     ModemStatus,
     RxOutput,
@@ -139,8 +140,7 @@ class V29Tx:
         self._train_pos = 0
         self._ones_left = SEG4
         self._trailer_left = TRAILER
-        self._queue: list[Bits] = []
-        self._queued = 0
+        self._queue = BitQueue()
         self._finished = False
         self._scr = np.zeros(SCRAMBLER_TAPS[1], dtype=np.uint8)
         self._state = 0
@@ -148,10 +148,7 @@ class V29Tx:
 
     def send(self, bits: npt.ArrayLike) -> None:
         """Queue data bits (0/1)."""
-        b = (np.asarray(bits, dtype=np.uint8).ravel() & 1).astype(np.uint8)
-        if b.size:
-            self._queue.append(b)
-            self._queued += b.size
+        self._queue.push(bits)
 
     def finish(self) -> None:
         """No more data: after the queued bits, send the trailer and stop."""
@@ -161,24 +158,6 @@ class V29Tx:
     def done(self) -> bool:
         """Everything, trailer included, has been generated."""
         return self._end_sample is not None and self._mod.samples_out >= self._end_sample
-
-    def _take(self, nbits: int) -> Bits:
-        parts: list[Bits] = []
-        need = nbits
-        while need and self._queue:
-            head = self._queue[0]
-            if head.size <= need:
-                parts.append(head)
-                self._queue.pop(0)
-                need -= head.size
-            else:
-                parts.append(head[:need])
-                self._queue[0] = head[need:]
-                need = 0
-        self._queued -= nbits - need
-        if need:
-            parts.append(np.ones(need, dtype=np.uint8))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
 
     def _data_symbols(self, bits: Bits) -> npt.NDArray[np.complex128]:
         scr, self._scr = scramble(bits, self._scr, SCRAMBLER_TAPS)
@@ -196,12 +175,12 @@ class V29Tx:
                 take = min(count, self._ones_left)
                 out.append(self._data_symbols(np.ones(take * self._bps, dtype=np.uint8)))
                 self._ones_left -= take
-            elif self._queued or not self._finished:
-                if self._queued:
-                    take = min(count, -(-self._queued // self._bps))
+            elif self._queue.size or not self._finished:
+                if self._queue.size:
+                    take = min(count, -(-self._queue.size // self._bps))
                 else:
                     take = count  # underrun: idle on scrambled ones
-                out.append(self._data_symbols(self._take(take * self._bps)))
+                out.append(self._data_symbols(self._queue.take(take * self._bps)))
             elif self._trailer_left:
                 take = min(count, self._trailer_left)
                 out.append(self._data_symbols(np.ones(take * self._bps, dtype=np.uint8)))
