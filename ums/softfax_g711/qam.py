@@ -74,6 +74,7 @@ from ums.softfax_g711.common import (
     FULL_SCALE,
     FULL_SCALE_DBM0,
     SAMPLE_RATE,
+    BitQueue,
     Status,
     amplitude_for_rms_dbm0,
 )
@@ -231,6 +232,47 @@ class QamModulator:
 
 # --------------------------------------------------------------------------------------------
 # Receiver bank
+
+
+class BurstTx:
+    """What the fast transmitters share: queued data bits, ``finish``, ``done`` and ``generate`` over a
+    :class:`QamModulator`.  A modem sets ``_mod``, ``_queue``, ``_finished`` and ``_end_sample`` (the
+    sample where the burst's trailer has died away, once known) and supplies ``_symbols(count)``."""
+
+    _mod: QamModulator
+    _queue: BitQueue
+    _finished: bool
+    _end_sample: int | None
+
+    def _symbols(self, count: int) -> C128:
+        raise NotImplementedError
+
+    def send(self, bits: npt.ArrayLike) -> None:
+        """Queue data bits (0/1)."""
+        self._queue.push(bits)
+
+    def finish(self) -> None:
+        """No more data: after the queued bits (padded with ones to a whole symbol), send the
+        trailer and stop."""
+        self._finished = True
+
+    @property
+    def done(self) -> bool:
+        """Everything, trailer included, has been generated."""
+        return self._end_sample is not None and self._mod.samples_out >= self._end_sample
+
+    def generate(self, n: int) -> npt.NDArray[np.int16]:
+        """The next ``n`` samples (int16); silence once :attr:`done`."""
+        if n <= 0:
+            return np.zeros(0, dtype=np.int16)
+        if self.done:
+            return np.zeros(n, dtype=np.int16)
+        self._mod.push(self._symbols(self._mod.symbols_needed(n)))
+        out = self._mod.pull(n)
+        if self._end_sample is not None:
+            start = self._mod.samples_out - n
+            out[max(0, self._end_sample - start) :] = 0
+        return out
 
 
 class BankEvent(enum.Enum):

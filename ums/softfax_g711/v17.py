@@ -24,11 +24,10 @@ from .common import (
     Bits,
     ModemStatus,
     RxOutput,
-    Samples,
     Status,
     scramble,
 )
-from .qam import QamModulator
+from .qam import BurstTx, QamModulator
 from .trellis import (
     ABCD,
     GRID_HALF,
@@ -107,7 +106,7 @@ def training_symbols(short_train: bool = False) -> tuple[Complex, Bits]:
     return np.concatenate(parts), hist
 
 
-class V17Tx:
+class V17Tx(BurstTx):
     """V.17 transmitter for one burst: training, the bits given to :meth:`send`, trailer.
 
     ``short_train`` sends the short training sequence (V.17 §7: segment 2 of 38 symbols, no
@@ -152,15 +151,6 @@ class V17Tx:
         if self._finished:
             raise RuntimeError("send() after finish()")
         self._queue.push(bits)
-
-    def finish(self) -> None:
-        """No more data: once the queue is sent, send the trailer and stop."""
-        self._finished = True
-
-    @property
-    def done(self) -> bool:
-        """True once the whole burst, trailer included, has been generated."""
-        return self._end_sample is not None and self._mod.samples_out >= self._end_sample
 
     # -- symbols --------------------------------------------------------------------------------
 
@@ -208,19 +198,6 @@ class V17Tx:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.complex128)
 
     # -- samples out ----------------------------------------------------------------------------
-
-    def generate(self, n: int) -> Samples:
-        """The next ``n`` samples (silence once :attr:`done`)."""
-        if n <= 0:
-            return np.zeros(0, dtype=np.int16)
-        if self.done:
-            return np.zeros(n, dtype=np.int16)
-        self._mod.push(self._symbols(self._mod.symbols_needed(n)))
-        out = self._mod.pull(n)
-        if self._end_sample is not None:
-            start = self._mod.samples_out - n
-            out[max(0, self._end_sample - start) :] = 0
-        return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,13 +32,13 @@ from ums.softfax_g711.common import (
     Bits,
     ModemStatus,
     RxOutput,
-    Samples,
     Status,
     scramble,
 )
 from ums.softfax_g711.qam import (
     BankEvent,
     BlockResult,
+    BurstTx,
     QamModulator,
     QamRxBank,
     QamRxConfig,
@@ -215,7 +215,7 @@ def training_phases() -> npt.NDArray[np.int64]:
 # Transmitter
 
 
-class V27terTx:
+class V27terTx(BurstTx):
     """V.27ter transmitter: ``send`` bits, ``finish``, and pull samples with ``generate``.
 
     ``level_dbm0`` is the power of the whole signal (every symbol has the same energy).  If the
@@ -241,20 +241,6 @@ class V27terTx:
         self._count = _COND_COUNT
         self._state = int(self._train[-1])
         self._end_sample: int | None = None
-
-    def send(self, bits: npt.ArrayLike) -> None:
-        """Queue data bits (0/1)."""
-        self._queue.push(bits)
-
-    def finish(self) -> None:
-        """No more data: after the queued bits (padded with ones to a whole symbol), send the
-        trailer and stop."""
-        self._finished = True
-
-    @property
-    def done(self) -> bool:
-        """Everything, trailer included, has been generated."""
-        return self._end_sample is not None and self._mod.samples_out >= self._end_sample
 
     def _data_phases(self, bits: Bits) -> npt.NDArray[np.int64]:
         scr, self._hist, self._count = guard_scramble(bits, self._hist, self._count)
@@ -288,20 +274,6 @@ class V27terTx:
                 out.append(np.zeros(take, dtype=np.complex128))
             count -= take
         return np.concatenate(out) if out else np.zeros(0, dtype=np.complex128)
-
-    def generate(self, n: int) -> Samples:
-        """The next ``n`` samples (int16); silence once :attr:`done`."""
-        if n <= 0:
-            return np.zeros(0, dtype=np.int16)
-        if self.done:
-            return np.zeros(n, dtype=np.int16)
-        self._mod.push(self._symbols(self._mod.symbols_needed(n)))
-        out = self._mod.pull(n)
-        if self._end_sample is not None:
-            start = self._mod.samples_out - n
-            if self._end_sample < self._mod.samples_out:
-                out[max(0, self._end_sample - start) :] = 0
-        return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from ums.softfax_g711.common import (
     Bits,
     ModemStatus,
     RxOutput,
-    Samples,
     Status,
     descramble,
     scramble,
@@ -32,6 +31,7 @@ from ums.softfax_g711.common import (
 from ums.softfax_g711.qam import (
     BankEvent,
     BlockResult,
+    BurstTx,
     QamModulator,
     QamRxBank,
     QamRxConfig,
@@ -122,7 +122,7 @@ def _encode(bits: Bits, bit_rate: int, state: int) -> tuple[npt.NDArray[np.compl
     return _POINTS[amp * 8 + phase], new_state
 
 
-class V29Tx:
+class V29Tx(BurstTx):
     """V.29 transmitter: ``send`` bits, ``finish``, and pull samples with ``generate``.
 
     If the queue runs dry before :meth:`finish`, scrambled ones are sent.  After the trailer the
@@ -145,19 +145,6 @@ class V29Tx:
         self._scr = np.zeros(SCRAMBLER_TAPS[1], dtype=np.uint8)
         self._state = 0
         self._end_sample: int | None = None
-
-    def send(self, bits: npt.ArrayLike) -> None:
-        """Queue data bits (0/1)."""
-        self._queue.push(bits)
-
-    def finish(self) -> None:
-        """No more data: after the queued bits, send the trailer and stop."""
-        self._finished = True
-
-    @property
-    def done(self) -> bool:
-        """Everything, trailer included, has been generated."""
-        return self._end_sample is not None and self._mod.samples_out >= self._end_sample
 
     def _data_symbols(self, bits: Bits) -> npt.NDArray[np.complex128]:
         scr, self._scr = scramble(bits, self._scr, SCRAMBLER_TAPS)
@@ -194,20 +181,6 @@ class V29Tx:
                 out.append(np.zeros(take, dtype=np.complex128))
             count -= take
         return np.concatenate(out) if out else np.zeros(0, dtype=np.complex128)
-
-    def generate(self, n: int) -> Samples:
-        """The next ``n`` samples (int16); silence once :attr:`done`."""
-        if n <= 0:
-            return np.zeros(0, dtype=np.int16)
-        if self.done:
-            return np.zeros(n, dtype=np.int16)
-        self._mod.push(self._symbols(self._mod.symbols_needed(n)))
-        out = self._mod.pull(n)
-        if self._end_sample is not None:
-            start = self._mod.samples_out - n
-            if self._end_sample < self._mod.samples_out:
-                out[max(0, self._end_sample - start) :] = 0
-        return out
 
 
 # --------------------------------------------------------------------------------------------
