@@ -331,6 +331,9 @@ async def _run_pair(a: Endpoint, b: Endpoint, max_seconds: float, speed: float, 
         for _ in range(await clock.due()):
             a.step()
             b.step()
+            # let the loop read what was just sent before the next step: when ticks fall behind on a
+            # busy machine, the frames of several ticks must still arrive in step, not in one burst
+            await asyncio.sleep(0)
         if finished is None and a.fax.done and b.fax.done:
             finished = clock.ticks
         if finished is not None and (clock.ticks - finished) * FRAME >= tail * RATE:
