@@ -1,0 +1,1 @@
+"""Outbound fax and SMS jobs."""
