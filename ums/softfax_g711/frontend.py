@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .common import Bits, Status
+from .common import Bits, RxOutput, Status
 from .hdlc import HdlcDecoder, HdlcEventKind
 from .v17 import V17Rx
 from .v21 import FskRx
@@ -197,6 +197,15 @@ class ModemFrontEnd:
         """Samples received so far (lost ones from :meth:`fillin` included)."""
         return self._samples
 
+    #: True when the items come later, through ``on_items`` (a :class:`~.pool.PooledFrontEnd`).
+    deferred = False
+
+    def idle(self, n: int) -> None:
+        """``n`` samples during which nothing is listened to (the terminal is transmitting)."""
+
+    def close(self) -> None:
+        """The call is over: give back shared resources (none here)."""
+
     def listen(self, modem: FastModem | None = None, rate: int = 0, short_train: bool = False) -> None:
         """Listen for V.21 only (``modem`` None) or for ``modem`` at ``rate`` and V.21 together."""
         if modem is not None and modem not in ("v17", "v29", "v27ter"):
@@ -216,8 +225,7 @@ class ModemFrontEnd:
     def reset(self) -> None:
         """Forget any signal in progress and listen afresh in the current mode."""
         self._active = None
-        self._v21.reset()
-        self._hdlc.reset()
+        self._reset_v21()
         mode = self._next_mode or self._mode
         self._apply(mode)
 
@@ -228,6 +236,11 @@ class ModemFrontEnd:
         self._fast_up_at = None
         if mode.modem is None:
             return
+        self._restart_fast(mode)
+
+    def _restart_fast(self, mode: ListenMode) -> None:
+        """Make the image-modem receiver of ``mode`` listen afresh."""
+        assert mode.modem is not None
         rx = self._rx.get(mode.modem)
         if rx is None:
             if mode.modem == "v17":
@@ -268,35 +281,58 @@ class ModemFrontEnd:
         return out
 
     def _piece(self, x: npt.NDArray[np.int16], items: list[FrontEndItem], *, lost: bool) -> None:
-        self._samples += x.size
+        need_fast, need_v21 = self._needs()
+        fast_out: RxOutput | None = None
+        if need_fast:
+            rx = self._fast_rx()
+            if rx is not None and not lost:
+                fast_out = rx.receive(x)
+            elif isinstance(rx, V29Rx):
+                fast_out = rx.fillin(x.size)
+        v21_out = self._v21.receive(x) if need_v21 and not lost else None
+        self._absorb(x.size, fast_out, v21_out, items)
+
+    def _needs(self) -> tuple[bool, bool]:
+        """Which receivers the next piece is for: (image modem, V.21)."""
         if self._active == "fast":
-            self._fast_piece(x, items, lost)
+            return True, False
+        if self._active == "v21":
+            return False, True
+        return self._mode.modem is not None, True
+
+    def _reset_v21(self) -> None:
+        self._v21.reset()
+        self._hdlc.reset()
+
+    def _absorb(
+        self, n: int, fast_out: RxOutput | None, v21_out: RxOutput | None, items: list[FrontEndItem]
+    ) -> None:
+        """Take the receivers' output for the next ``n`` samples (None: that receiver was not fed)."""
+        self._samples += n
+        if self._active == "fast":
+            if fast_out is not None:
+                self._fast_items(fast_out, items)
         elif self._active == "v21":
-            self._v21_piece(x, items, lost)
+            if v21_out is not None:
+                self._v21_items(v21_out, items)
         else:
             fast: list[FrontEndItem] = []
-            if self._mode.modem is not None:
-                self._fast_piece(x, fast, lost)
+            if fast_out is not None:
+                self._fast_items(fast_out, fast)
             if self._active == "fast":
                 # The image modem won: V.21 starts afresh when it ends.
                 items.extend(fast)
-                self._v21.reset()
-                self._hdlc.reset()
+                self._reset_v21()
                 return
-            self._v21_piece(x, items, lost)
+            if v21_out is not None:
+                self._v21_items(v21_out, items)
             if self._active == "v21":
                 self._fast_failed_at = None
                 self._fast_up_at = None
                 return
             items.extend(fast)
 
-    def _fast_piece(self, x: npt.NDArray[np.int16], items: list[FrontEndItem], lost: bool) -> None:
-        rx = self._fast_rx()
-        if rx is None:
-            return
-        if lost and not isinstance(rx, V29Rx):
-            return
-        o = rx.fillin(x.size) if lost and isinstance(rx, V29Rx) else rx.receive(x)
+    def _fast_items(self, o: RxOutput, items: list[FrontEndItem]) -> None:
         decided = self._active == "fast"
         pos = 0
         for ev in o.events:
@@ -343,14 +379,10 @@ class ModemFrontEnd:
 
     def _end_fast(self) -> None:
         """The image-modem signal is over: V.21 afresh, the next mode if one was set."""
-        self._v21.reset()
-        self._hdlc.reset()
+        self._reset_v21()
         self._apply(self._next_mode or self._mode)
 
-    def _v21_piece(self, x: npt.NDArray[np.int16], items: list[FrontEndItem], lost: bool = False) -> None:
-        if lost:
-            return
-        o = self._v21.receive(x)
+    def _v21_items(self, o: RxOutput, items: list[FrontEndItem]) -> None:
         pos = 0
         for ev in o.events:
             if ev.bit_index > pos:

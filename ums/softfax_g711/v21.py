@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -214,6 +215,16 @@ class FskRxBank:
         self._count = [0] * n
         self._crossings = [0] * n
 
+    def reset_channel(self, ch: int) -> None:
+        """Forget the state of channel ``ch``: silence before, carrier off (the sample count of the bank
+        goes on)."""
+        self._hist[ch] = 0.0
+        self._on[ch] = False
+        self._d_last[ch] = 0.0
+        self._psi[ch] = 0.0
+        self._count[ch] = 0
+        self._crossings[ch] = 0
+
     @property
     def samples(self) -> int:
         """Samples received so far (per channel)."""
@@ -224,9 +235,11 @@ class FskRxBank:
         """Carrier state per channel."""
         return self._on.copy()
 
-    def receive(self, samples: npt.ArrayLike) -> list[RxOutput]:
+    def receive(self, samples: npt.ArrayLike, hold: npt.ArrayLike | None = None) -> list[RxOutput]:
         """Demodulate one block per channel, ``samples`` shaped ``(n, m)``; returns one
-        :class:`RxOutput` per channel."""
+        :class:`RxOutput` per channel.  Channels flagged in ``hold`` (shape ``(n,)``) are not fed:
+        their state is as if this block had not happened (a lost packet skipped, as a single
+        receiver that is not called), and their output is empty."""
         x = np.asarray(samples)
         if x.ndim == 1 and self.n == 1:
             x = x[None, :]
@@ -235,6 +248,10 @@ class FskRxBank:
         n, m = x.shape
         if m == 0:
             return [RxOutput() for _ in range(n)]
+        if hold is not None:
+            held = np.flatnonzero(np.asarray(hold, dtype=np.bool_).reshape(n)).tolist()
+            if held:
+                return self._receive_holding(x, held)
         n0 = self._samples
         hl = self._hist_len
         xe = np.empty((n, hl + m))
@@ -294,6 +311,21 @@ class FskRxBank:
             lo, hi = bounds[ch], bounds[ch + 1]
             at, events = self._clock(ch, n0, m, cr_i_l[lo:hi], target_l[lo:hi], ch_changes)
             outs.append(RxOutput(bits=(d[ch, at] > 0.0).view(np.uint8), events=events))
+        return outs
+
+    def _receive_holding(self, x: npt.NDArray[Any], held: list[int]) -> list[RxOutput]:
+        """:meth:`receive` with the channels in ``held`` put back as they were.  The bit clock
+        counts samples of the bank, so a held channel's clock is moved on by the block's length."""
+        saved = (self._hist[held].copy(), self._on[held].copy(), self._d_last[held].copy())
+        clocks = [(self._psi[ch], self._count[ch], self._crossings[ch]) for ch in held]
+        outs = self.receive(x)
+        self._hist[held], self._on[held], self._d_last[held] = saved
+        shift = x.shape[1] * self._rate
+        for ch, (psi, count, k) in zip(held, clocks, strict=True):
+            self._psi[ch] = psi + shift
+            self._count[ch] = count
+            self._crossings[ch] = k
+            outs[ch] = RxOutput()
         return outs
 
     def _carrier_changes(self, power: _F64) -> dict[int, list[tuple[int, bool]]] | None:

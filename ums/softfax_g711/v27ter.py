@@ -569,8 +569,9 @@ class V27terRxBank:
             core.up[channel] = False
             core.restart_channel(channel)
 
-    def receive(self, samples: npt.ArrayLike) -> list[RxOutput]:
-        """Feed ``(n, m)`` int16 samples (any ``m``); one :class:`RxOutput` per channel."""
+    def receive(self, samples: npt.ArrayLike, missing: npt.ArrayLike | None = None) -> list[RxOutput]:
+        """Feed ``(n, m)`` int16 samples (any ``m``); one :class:`RxOutput` per channel.  Channels
+        flagged in ``missing`` (shape ``(n,)``) lost this block (see :meth:`QamRxBank.process`)."""
         x = np.asarray(samples)
         if x.ndim != 2 or x.shape[0] != self.n:
             raise ValueError(f"samples must be shaped ({self.n}, m)")
@@ -579,7 +580,7 @@ class V27terRxBank:
             if not core.enabled.any():
                 core.offset += x.shape[1]
                 continue
-            res = core.process(x)
+            res = core.process(x, missing)
             self._bits(core, res, outs, rate)
         self._samples += x.shape[1]
         return outs
