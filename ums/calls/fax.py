@@ -46,6 +46,7 @@ from ums.fax_t38.sdp import T38Session
 from ums.fax_t38.terminal import T38Terminal, UdptlLink
 from ums.fax_t38.udptl import UdptlDecoder
 from ums.log import kv
+from ums.softfax_g711.pool import ModemPool
 from ums.softfax_g711.terminal import AudioFaxTerminal
 
 __all__ = [
@@ -158,6 +159,7 @@ class FaxLeg:
         on_hangup: Callable[[str], None],
         on_ced_done: Callable[[], None] | None = None,
         runner: Runner = inline_runner,
+        modem_pool: ModemPool | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -166,6 +168,8 @@ class FaxLeg:
         self.on_hangup = on_hangup
         self.on_ced_done = on_ced_done
         self.runner = runner
+        #: shared receiver banks of the process's G.711 fax calls (None: receivers of its own)
+        self.modem_pool = modem_pool
         self.started_at = clock()
         self.transport: Transport | None = None
         self.audio: AudioFaxTerminal | None = None
@@ -205,7 +209,10 @@ class FaxLeg:
     def start_audio(self) -> None:
         """Start T.30 on the audio line (CED, then DIS)."""
         self.transport = "g711"
-        self.audio = AudioFaxTerminal(self._engine(), level_dbm0=self.settings.level_dbm0)
+        front_end = self.modem_pool.front_end() if self.modem_pool is not None else None
+        self.audio = AudioFaxTerminal(
+            self._engine(), level_dbm0=self.settings.level_dbm0, front_end=front_end
+        )
         log.info(kv("fax.started", call_id=self.call_id, transport="g711"))
 
     def rx_audio(self, pcm: Pcm, lost: Sequence[tuple[int, int]] = ()) -> None:
@@ -227,6 +234,9 @@ class FaxLeg:
                 pos = max(pos, start + length)
             if pos < len(pcm):
                 term.receive(pcm[pos:])
+        if self.modem_pool is not None:
+            # Runs the banks once every call has its audio (the last to deliver does the work).
+            self.modem_pool.step()
         self._reports(term.take_reports())
 
     def tx_audio(self, n: int) -> Pcm | None:
@@ -253,6 +263,7 @@ class FaxLeg:
         now = self.clock()
         if self.audio is not None:
             self._reports(self.audio.take_reports())
+            self.audio.close()
         self.audio = None
         self._generation += 1
         self._done_at = None
@@ -439,6 +450,8 @@ class FaxLeg:
         """
         self.hangup()
         self.closed = True
+        if self.audio is not None:
+            self.audio.close()
         if self.failed is not None and self.confirmed == 0:
             self.sink.abort()
             return None

@@ -74,6 +74,7 @@ from ums.sip.sdp import (
     parse_answer,
 )
 from ums.sip.service import SipService
+from ums.softfax_g711.pool import ModemPool
 from ums.softfax_g711.tones import Tone, ToneDetector, ToneSpec
 from ums.voicemail.machine import (
     DigitReceived,
@@ -320,6 +321,8 @@ class CallManager:
         self.config = config
         self.voicemail = voicemail
         self.fax = fax
+        #: the receivers of every G.711 fax call, stepped together
+        self.modem_pool = ModemPool()
         self.sip = sip
         self.media_factory = media_factory
         self.host = host
@@ -846,6 +849,7 @@ class CallManager:
             on_hangup=lambda reason: self._fax_hangup(leg, reason),
             on_ced_done=lambda: self._ced_done(leg),
             runner=self._runner if self.fax.offload else inline_runner,
+            modem_pool=self.modem_pool,
         )
         leg.fax = fax
         leg.cng = None
