@@ -13,19 +13,18 @@ trains or receives the page at once).
 
 * **G.711** (audio): :class:`~ums.softfax_g711.terminal.AudioFaxTerminal` (T.30 engine, V.21 and
   image-modem receivers and transmitters, HDLC, T.4 decoding of the page) against SpanDSP's audio
-  fax machine (:class:`tests.peers.spandsp_fax.SpanFax`).
+  fax machine (:class:`tests.peers.spandsp_fax.SpanFax`), twice: with the terminals' receivers rows
+  of one shared :class:`~ums.softfax_g711.pool.ModemPool` stepped once per tick (as the server runs
+  them; ``--pool-bank``), and with receivers of their own (up to ``--independent-max`` calls).
 * **T.38** (IFP packets, no UDPTL): :class:`~ums.fax_t38.terminal.T38Terminal` against SpanDSP's T.38
   terminal (:class:`tests.peers.spandsp_fax.SpanT38`).
 
-Each audio terminal has its own single-channel receivers (``ModemFrontEnd``: one ``FskRx`` and one
-``V17Rx``, each a bank of one), so the G.711 figure is for *independent terminals*.  The modem
-receivers also exist as banks of ``n`` channels (``FskRxBank``, ``V17RxBank``), but a terminal
-cannot share one with other calls through its API today.  So a second table measures the **modems
-only**: in a first (warm-up) call the terminal's two receivers are subclasses that time ``receive``
-and keep what the front end fed them; that input is then replayed in 20 ms blocks to one receiver
-per call and to one bank of ``n`` channels per modem (``--bank``; every channel gets the same
-signal, restarts between bursts are not replayed).  The last column estimates a terminal with
-banked receivers: its measured cost outside the receivers plus the banked modems.
+The **modems only** table: in a first (warm-up) call the terminal's two receivers are subclasses
+that time ``receive`` and keep what the front end fed them; that input is then replayed in 20 ms
+blocks to one receiver per call and to one bank of ``n`` channels per modem (``--bank``; every
+channel gets the same signal, restarts between bursts are not replayed).  The last column
+estimates a terminal with banked receivers: its measured cost outside the receivers plus the
+banked modems (the pooled G.711 table measures the real thing).
 
 How it works
 ------------
@@ -41,7 +40,7 @@ the CPU is one core's.  ``--profile`` prints a cProfile (top 15 by own time) of 
 terminals, G.711 and T.38, at the smallest ``N``.
 
 Run: ``.venv/bin/python bench/fax_channels.py [--calls 1,10,50] [--modem v17|v29] [--no-ecm]
-[--bank 10,50] [--transports g711,t38] [--profile]``
+[--bank 10,50] [--transports g711,t38] [--pool-bank 32] [--independent-max 10] [--profile]``
 """
 
 from __future__ import annotations
@@ -73,6 +72,7 @@ from tests.peers import spandsp_fax as sf  # noqa: E402
 from tests.unit.fax.pages import itu_page  # noqa: E402
 from ums.fax.t30 import FaxResult, PageReceived, T30Config, T30Engine  # noqa: E402
 from ums.fax_t38.terminal import T38Terminal  # noqa: E402
+from ums.softfax_g711.pool import ModemPool  # noqa: E402
 from ums.softfax_g711.terminal import AudioFaxTerminal  # noqa: E402
 
 BLOCK = 160  # 20 ms at 8 kHz
@@ -108,6 +108,9 @@ class OurAudio:
 
     def rx(self, samples: Samples) -> None:
         self.term.receive(samples)
+        self.take()
+
+    def take(self) -> None:
         for r in self.term.take_reports():
             if isinstance(r, PageReceived):
                 self.pages.append(r.pels)
@@ -212,8 +215,10 @@ def run_audio(
     page: Page | None,
     max_seconds: float,
     prof: cProfile.Profile | None = None,
+    pool: ModemPool | None = None,
 ) -> Run:
-    """``(sender, receiver)`` audio endpoints in 20 ms lock step; the receivers are timed."""
+    """``(sender, receiver)`` audio endpoints in 20 ms lock step; the receivers are timed (with the
+    ``pool`` their front ends share, stepped once all have their block)."""
     n = len(pairs)
     active = list(range(n))
     length = [0] * n
@@ -232,6 +237,10 @@ def run_audio(
             rx = pairs[i][1]
             b.append(rx.tx(BLOCK))
             rx.rx(a[k])
+        if pool is not None:
+            pool.step()
+            for i in active:
+                pairs[i][1].take()
         dt = time.process_time() - c0
         if prof is not None:
             prof.disable()
@@ -354,16 +363,22 @@ class Setup:
         return cls(False, receive_tiff=path, ecm=self.ecm, modems=set(OFFER[self.modem]), ident=OUR_ID)
 
 
-def measure(setup: Setup, t38: bool, n: int, ours: bool) -> Run:
+def measure(setup: Setup, t38: bool, n: int, ours: bool, bank: int = 0) -> Run:
+    """``n`` calls; with ``bank``, our audio terminals share a :class:`ModemPool` of that bank size."""
     pairs: list[tuple[Any, Any]] = []
+    pool = ModemPool(bank_size=bank) if bank and ours and not t38 else None
     for i in range(n):
         rx: Any
         if ours:
-            rx = OurT38(setup.our_engine()) if t38 else OurAudio(setup.our_engine())
+            fe = pool.front_end() if pool is not None else None
+            rx = OurT38(setup.our_engine()) if t38 else OurAudio(setup.our_engine(), front_end=fe)
         else:
             rx = setup.span_receiver(t38, i)
         pairs.append((setup.span_sender(t38), rx))
-    run = (run_t38 if t38 else run_audio)(pairs, setup.page if ours else None, setup.max_seconds)
+    if t38:
+        run = run_t38(pairs, setup.page if ours else None, setup.max_seconds)
+    else:
+        run = run_audio(pairs, setup.page if ours else None, setup.max_seconds, pool=pool)
     if not ours:
         # SpanDSP's received TIFF is checked on the first call only (reading it back is not timed).
         got = sf.read_fax_tiff(setup.workdir / f"rx-{'t38' if t38 else 'g711'}-0.tif")
@@ -548,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bank", default="10,50", help="bank sizes for the modems-only table ('' to skip)")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="a call still going is cut here")
     ap.add_argument("--profile", action="store_true", help="cProfile our terminals instead of measuring")
+    ap.add_argument("--pool-bank", type=int, default=32, help="bank size of the ModemPool (server: 32)")
+    ap.add_argument(
+        "--independent-max", type=int, default=10, help="largest N also run with receivers of their own"
+    )
     args = ap.parse_args(argv)
     if not spandsp.available():
         print("SpanDSP (libspandsp2) is needed as the reference: apt-get install libspandsp2")
@@ -578,18 +597,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tr in transports:
             t38 = tr == "t38"
             rows = []
+            pooled = []
             for n in calls:
-                o = measure(setup, t38, n, True)
                 s = measure(setup, t38, n, False)
-                print(
-                    f"  {tr} N={n}: ours {_ms(o.per_call_second)} (wall {o.wall:.1f} s for "
-                    f"{o.seconds_per_call:.1f} s of calls), SpanDSP {_ms(s.per_call_second)}",
-                    flush=True,
-                )
-                rows.append((o, s))
+                if not t38:
+                    p = measure(setup, t38, n, True, args.pool_bank)
+                    pooled.append((p, s))
+                    print(f"  {tr} N={n}: ours with a shared pool {_ms(p.per_call_second)}", flush=True)
+                if t38 or n <= args.independent_max:
+                    o = measure(setup, t38, n, True)
+                    rows.append((o, s))
+                    print(f"  {tr} N={n}: ours {_ms(o.per_call_second)}", flush=True)
+                print(f"  {tr} N={n}: SpanDSP {_ms(s.per_call_second)}", flush=True)
             results[tr] = rows
+            if pooled:
+                results["g711-pool"] = pooled
         titles = {
-            "g711": "G.711 audio: our AudioFaxTerminal (independent terminals) vs SpanDSP fax_rx/fax_tx",
+            "g711-pool": (
+                f"G.711 audio: our AudioFaxTerminals sharing a ModemPool (banks of {args.pool_bank}, "
+                "as in the server) vs SpanDSP fax_rx/fax_tx"
+            ),
+            "g711": "G.711 audio: our AudioFaxTerminal with receivers of its own vs SpanDSP fax_rx/fax_tx",
             "t38": "T.38 (IFP, no UDPTL): our T38Terminal vs SpanDSP t38_terminal",
         }
         for tr, rows in results.items():
