@@ -9,7 +9,8 @@ media endpoint, rings for the configured delay, answers with an SDP answer and
 records the caller's audio to ``<data_dir>/recordings/<stamp>-<number>-<id>.wav``
 with a JSON record beside it.  Digits (RFC 4733 or SIP INFO) are logged and
 kept.  A re-INVITE (hold / unhold / new address) is answered from the same
-local port.  Calls longer than ``max_call_seconds`` are hung up.
+local port.  Calls longer than ``max_call_seconds`` are hung up.  :meth:`CallManager.send_fax`
+places an outgoing fax call (:mod:`ums.calls.outgoing`) as one more leg of the same kind.
 
 How it works
 ------------
@@ -35,7 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +87,10 @@ from ums.voicemail.machine import (
     VoicemailSettings,
 )
 from ums.voicemail.prompts import select_greeting
+
+if TYPE_CHECKING:
+    from ums.calls.outgoing import FaxSendRequest, OutgoingFax
+    from ums.outbound.jobs import Attempt
 
 __all__ = ["CallManager", "FaxWiring", "MediaEndpoint", "MediaFactory", "UdptlEndpointLike", "UdptlFactory"]
 
@@ -298,6 +303,8 @@ class _Leg:
     t38_offer: T38Params | None = None
     t38_tried: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: called when the leg is closed (an outgoing call's result is complete then)
+    on_finished: Callable[[], None] | None = None
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -337,9 +344,42 @@ class CallManager:
         self._late_t38: dict[str, str] = {}
         #: our re-INVITEs back to audio after a late 2xx to one of those
         self._audio_restores: dict[str, str] = {}
+        #: outgoing fax calls by call id (until their leg is closed)
+        self._outgoing: dict[str, OutgoingFax] = {}
+        #: outgoing calls: our re-INVITE with the codec the far end took -> its call
+        self._codec_swaps: dict[str, OutgoingFax] = {}
+
+    # -- outgoing fax ----------------------------------------------------------------------------
+    async def send_fax(self, req: FaxSendRequest) -> Attempt:
+        """Dial ``req.dial`` and send the fax; returns how the try ended (``ums.calls.outgoing``).
+
+        Cancelling the awaiting task hangs the call up.
+        """
+        from ums.calls.outgoing import OutgoingFax
+
+        if self.fax is None:
+            raise RuntimeError("fax is not configured")
+        return await OutgoingFax(self, req).run()
+
+    def cancel_fax(self, call_id_hint: str) -> bool:
+        """Hang up the outgoing fax call of this job (``FaxSendRequest.call_id_hint``); its
+        ``send_fax`` returns ``CANCELLED`` (or ``OK`` if every page was already confirmed).
+        False when no such call is under way."""
+        found = [o for o in self._outgoing.values() if call_id_hint and o.req.call_id_hint == call_id_hint]
+        for outgoing in found:
+            outgoing.cancel()
+        return bool(found)
 
     # -- SIP events ------------------------------------------------------------------------------
     def on_sip_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallProgress | ev.CallAnswered | ev.CallFailed):
+            outgoing = self._outgoing.get(event.call_id)
+            if outgoing is not None:
+                outgoing.sip_event(event)
+                return
+        if isinstance(event, ev.ResponseReceived | ev.RequestFailed) and event.handle in self._codec_swaps:
+            self._codec_swaps.pop(event.handle).reinvite_answered(event.handle, event)
+            return
         if isinstance(event, ev.IncomingCall):
             self._incoming(event)
         elif isinstance(event, ev.CallEstablished):
@@ -731,6 +771,13 @@ class CallManager:
 
     async def _finish(self, leg: _Leg, previous: str, reason: str) -> None:
         """Close the media (which flushes the last audio), then make the recording durable."""
+        try:
+            await self._finish_leg(leg, previous, reason)
+        finally:
+            if leg.on_finished is not None:
+                leg.on_finished()
+
+    async def _finish_leg(self, leg: _Leg, previous: str, reason: str) -> None:
         duration = 0.0 if leg.answered_at is None else self._loop.time() - leg.answered_at
         stats: dict[str, int | float] = {}
         if leg.t38_handle is not None:
