@@ -40,7 +40,7 @@ the CPU is one core's.  ``--profile`` prints a cProfile (top 15 by own time) of 
 terminals, G.711 and T.38, at the smallest ``N``.
 
 Run: ``.venv/bin/python bench/fax_channels.py [--calls 1,10,50] [--modem v17|v29] [--no-ecm]
-[--bank 10,50] [--transports g711,t38] [--pool-bank 32] [--independent-max 10] [--profile]``
+[--bank 10,50] [--transports g711,t38] [--pool-bank 64] [--independent-max 10] [--profile]``
 """
 
 from __future__ import annotations
@@ -563,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bank", default="10,50", help="bank sizes for the modems-only table ('' to skip)")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="a call still going is cut here")
     ap.add_argument("--profile", action="store_true", help="cProfile our terminals instead of measuring")
-    ap.add_argument("--pool-bank", type=int, default=32, help="bank size of the ModemPool (server: 32)")
+    ap.add_argument("--pool-bank", type=int, default=64, help="bank size of the ModemPool (server: 64)")
     ap.add_argument(
         "--independent-max", type=int, default=10, help="largest N also run with receivers of their own"
     )

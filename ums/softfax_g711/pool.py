@@ -239,7 +239,7 @@ class ModemPool:
     def __init__(
         self,
         *,
-        bank_size: int = 32,
+        bank_size: int = 64,
         v21_cutoff_dbm0: float = -45.5,
         fast_cutoff_dbm0: float = -45.5,
         max_backlog: int = 12,
