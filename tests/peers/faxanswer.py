@@ -65,7 +65,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
@@ -999,10 +999,15 @@ class FaxAnswerer:
         csid: str = "+49 30 123456",
         speed: float = 1.0,
         workdir: Path | None = None,
+        number_plans: Mapping[str, Sequence[AnswerPlan]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.plans: deque[AnswerPlan] = deque(plans or ())
+        #: plans for INVITEs to one number (the Request-URI's user part), used before ``plans``
+        self.number_plans: dict[str, deque[AnswerPlan]] = {
+            k: deque(v) for k, v in (number_plans or {}).items()
+        }
         self.default = default if default is not None else AnswerPlan()
         self.csid = csid
         self.speed = speed
@@ -1117,9 +1122,14 @@ class FaxAnswerer:
             self.log.append(f"bad SIP message ({exc}): {data[:80]!r}")
 
     def _new_call(self, invite: SipMessage, addr: tuple[str, int]) -> None:
-        plan = self.plans.popleft() if self.plans else self.default
-        plan = replace(plan)
         ruri = invite.first.split()[1]
+        number = ruri.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+        own = self.number_plans.get(number)
+        if own:
+            plan = own.popleft()
+        else:
+            plan = self.plans.popleft() if self.plans else self.default
+        plan = replace(plan)
         frm = invite.get("from")
         rec = AnsweredCall(
             call_id=invite.get("call-id"),
