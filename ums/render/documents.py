@@ -44,6 +44,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from functools import cache
 from html.parser import HTMLParser
@@ -279,6 +280,10 @@ def _box_points(resolution: Resolution) -> tuple[float, float]:
 
 # -- PDF ---------------------------------------------------------------------------------------------
 
+#: PDFium is not thread-safe (pypdfium2 documents it; concurrent renders crash the process): one
+#: document at a time in this process.
+_PDFIUM = threading.Lock()
+
 
 def render_pdf(data: bytes, *, resolution: Resolution = "fine", a4_length: bool = True) -> list[FaxPage]:
     """Every page of a PDF as a fax page (true size, shrunk to fit, landscape turned)."""
@@ -286,35 +291,38 @@ def render_pdf(data: bytes, *, resolution: Resolution = "fine", a4_length: bool 
 
     xdpi, ydpi = RESOLUTIONS[resolution]
     box_w, box_h = _box_points(resolution)
-    try:
-        doc = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        raise DocumentError(f"cannot read the PDF: {exc}") from exc
+    grey: list[tuple[Image.Image, int, int]] = []
+    with _PDFIUM:
+        try:
+            doc = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            raise DocumentError(f"cannot read the PDF: {exc}") from exc
+        try:
+            for index in range(len(doc)):
+                page = doc[index]
+                try:
+                    pw, ph = page.get_size()
+                    if pw <= 0 or ph <= 0:
+                        continue
+                    turn = pw > ph
+                    qw, qh = (ph, pw) if turn else (pw, ph)
+                    fit = min(1.0, box_w / qw, box_h / qh) if a4_length else min(1.0, box_w / qw)
+                    tw = min(A4_WIDTH, max(1, round(qw * fit / POINTS_PER_INCH * xdpi)))
+                    th = max(1, round(qh * fit / POINTS_PER_INCH * ydpi))
+                    if a4_length:
+                        th = min(th, A4_LINES[resolution])
+                    scale = max(xdpi, ydpi) / POINTS_PER_INCH * fit
+                    bitmap = page.render(scale=scale, rotation=270 if turn else 0, grayscale=True)
+                    grey.append((bitmap.to_pil().convert("L"), tw, th))
+                finally:
+                    page.close()
+        finally:
+            doc.close()
     pages = []
-    try:
-        for index in range(len(doc)):
-            page = doc[index]
-            try:
-                pw, ph = page.get_size()
-                if pw <= 0 or ph <= 0:
-                    continue
-                turn = pw > ph
-                qw, qh = (ph, pw) if turn else (pw, ph)
-                fit = min(1.0, box_w / qw, box_h / qh) if a4_length else min(1.0, box_w / qw)
-                tw = min(A4_WIDTH, max(1, round(qw * fit / POINTS_PER_INCH * xdpi)))
-                th = max(1, round(qh * fit / POINTS_PER_INCH * ydpi))
-                if a4_length:
-                    th = min(th, A4_LINES[resolution])
-                scale = max(xdpi, ydpi) / POINTS_PER_INCH * fit
-                bitmap = page.render(scale=scale, rotation=270 if turn else 0, grayscale=True)
-                img = bitmap.to_pil().convert("L")
-            finally:
-                page.close()
-            if img.size != (tw, th):
-                img = img.resize((tw, th), Image.Resampling.LANCZOS)
-            pages.append(_place(binarize(np.asarray(img)), resolution, a4_length))
-    finally:
-        doc.close()
+    for img, tw, th in grey:
+        if img.size != (tw, th):
+            img = img.resize((tw, th), Image.Resampling.LANCZOS)
+        pages.append(_place(binarize(np.asarray(img)), resolution, a4_length))
     if not pages:
         raise DocumentError("the PDF has no pages")
     return pages
