@@ -1,4 +1,4 @@
-"""The ``ums`` command line: ``ums serve``, ``ums check-config``."""
+"""The ``ums`` command line: ``ums serve``, ``ums check-config``, ``ums mailbox``, ``ums fax``."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         mk.add_argument("number")
         mk.add_argument("ids", nargs="*", metavar="ID")
 
+    from ums.outbound import cli as outbound_cli
     from ums.render import fax_cli
 
-    fax_cli.add_parsers(sub)
+    fax_cli.add_parsers(sub, extra=outbound_cli.add_parsers)
     return p
 
 
@@ -113,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             cfg = _load(args, args.config)
+            if cfg.fax_gateway.enabled:  # the number and sender rules are checked where they are used
+                from ums.outbound import cli as outbound_cli
+
+                outbound_cli.check_config(cfg)
             print(
                 f"{cfg.source}: ok ({len(cfg.accounts)} accounts, {len(cfg.mailboxes)} mailboxes, "
                 f"listen {', '.join(str(x) for x in cfg.sip.listen)})"
@@ -121,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "mailbox":
             return _mailbox(args)
         if args.command == "fax":
+            from ums.outbound import cli as outbound_cli
             from ums.render import fax_cli
 
+            if args.fax_command in outbound_cli.COMMANDS:
+                return outbound_cli.run(args)
             return fax_cli.run(args)
         if args.command == "serve":
             cfg = _load(args, args.config)

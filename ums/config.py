@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FaxConfig",
+    "FaxGatewayConfig",
     "Listen",
     "MailSettings",
     "Mailbox",
@@ -43,6 +44,9 @@ AudioFormat = Literal["wav", "mp3", "opus"]
 FaxFormat = Literal["pdf", "tiff", "both"]
 ImapTls = Literal["implicit", "starttls", "none"]
 T38Reinvite = Literal["never", "after_ced"]
+DialFormat = Literal["e164", "national", "international"]
+FaxNotify = Literal["final", "each", "none"]
+FaxResolution = Literal["standard", "fine", "superfine"]
 
 
 class ConfigError(ValueError):
@@ -167,6 +171,69 @@ class FaxConfig:
 
 
 @dataclass(frozen=True)
+class FaxGatewayConfig:
+    """``[fax_gateway]``: e-mail to fax (``ums.outbound``); SMTP listens on ``[mail] listen``."""
+
+    enabled: bool = False
+    #: gateway domains: every local part there is a fax number ("+4930123456@fax.example.com")
+    domains: tuple[str, ...] = ()
+    #: ordinary mail domains where "fax=NUMBER@domain" reaches the gateway (with prefix_forms)
+    local_domains: tuple[str, ...] = ()
+    prefix_forms: bool = True
+    #: also "name@NUMBER.fax" and "name@NUMBER.<gateway domain>"
+    subdomain_form: bool = False
+    #: who may send: addresses, "@domain" or "*"; deny_senders wins
+    senders: tuple[str, ...] = ()
+    deny_senders: tuple[str, ...] = ()
+    #: any SMTP-authenticated user may send
+    allow_authenticated: bool = False
+    # dial plan (ums.outbound.numbers.DialPlan)
+    country_code: str = "49"
+    area_code: str = ""
+    national_prefix: str = "0"
+    international_prefix: str = "00"
+    outside_line: str = ""
+    dial_format: DialFormat = "national"
+    #: destinations refused (E.164 prefixes, globs, "re:..."); "default" stands for the built-in
+    #: toll-fraud list (ums.outbound.numbers.DEFAULT_DENY)
+    deny: tuple[str, ...] = ("default",)
+    #: exceptions to deny (the most specific rule decides)
+    allow: tuple[str, ...] = ()
+    #: where calls go without an account: "sip:<dial>@host:port"
+    trunk: str = "sip:127.0.0.1:5080"
+    #: name of an [[accounts]] entry to call through; empty: the trunk
+    account: str = ""
+    #: calls at once per account (the trunk counts as one)
+    max_concurrent: int = 1
+    # retry policy (ums.outbound.jobs.RetryPolicy; HylaFAX defaults)
+    busy_interval: float = 180.0
+    no_answer_interval: float = 300.0
+    not_fax_interval: float = 300.0
+    not_fax_max: int = 2
+    line_error_interval: float = 60.0
+    congestion_interval: float = 60.0
+    congestion_max: int = 30
+    max_tries: int = 3
+    max_dials: int = 12
+    #: seconds to ring before giving up a call
+    ring_timeout: float = 60.0
+    resolution: FaxResolution = "fine"
+    cover: bool = False
+    #: cover page logo (path relative to the configuration file)
+    cover_logo: str = ""
+    notify: FaxNotify = "final"
+    attach_document: bool = False
+    #: most pages of one fax, the cover included
+    max_pages: int = 200
+    #: days finished jobs stay in the archive
+    keep_days: float = 30.0
+    #: our fax identity (TSI); empty: [fax] ident
+    ident: str = ""
+    #: seconds between scans of the job directory for jobs made by `ums fax send` and cancel requests
+    scan_interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     #: Celery broker URL; empty = embedded (kombu filesystem transport under the data directory)
     broker: str = ""
@@ -234,6 +301,7 @@ class Config:
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     mwi: MwiSettings = field(default_factory=MwiSettings)
     fax: FaxConfig = field(default_factory=FaxConfig)
+    fax_gateway: FaxGatewayConfig = field(default_factory=FaxGatewayConfig)
 
     def mailbox_for(self, number: str) -> Mailbox | None:
         for mb in self.mailboxes:
@@ -579,6 +647,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     if len(fax.ident) > 20 or not all(ch.isdigit() or ch in "+ " for ch in fax.ident):
         fx.fail("ident", f"must be digits, '+' and spaces, 20 characters at most, got {fax.ident!r}")
     fx.done()
+
+    fax_gateway = _read_fax_gateway(
+        _Reader(source, "fax_gateway", top._pop("fax_gateway", dict, {}, False)), base, mail, accounts
+    )
     top.done()
     return Config(
         source=source,
@@ -592,7 +664,95 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         directory=directory,
         mwi=mwi,
         fax=fax,
+        fax_gateway=fax_gateway,
     )
+
+
+def _strings(r: _Reader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    values = r.items(name, list(default))
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            r.fail(f"{name}[{i}]", f"must be a non-empty string, got {value!r}")
+    return tuple(str(v).strip() for v in values)
+
+
+def _digits(r: _Reader, name: str, default: str, most: int) -> str:
+    value = r.text(name, default)
+    if not (value.isdigit() or value == "") or len(value) > most:
+        r.fail(name, f"must be at most {most} digits, got {value!r}")
+    return value
+
+
+def _read_fax_gateway(
+    g: _Reader, base: Path | None, mail: MailSettings, accounts: list[Account]
+) -> FaxGatewayConfig:
+    """``[fax_gateway]``; the number rules themselves are checked again by ``ums.outbound``."""
+    default = FaxGatewayConfig()
+    cfg = FaxGatewayConfig(
+        enabled=g.flag("enabled", False),
+        domains=tuple(d.lower() for d in _strings(g, "domains", ())),
+        local_domains=tuple(d.lower() for d in _strings(g, "local_domains", ())),
+        prefix_forms=g.flag("prefix_forms", True),
+        subdomain_form=g.flag("subdomain_form", False),
+        senders=_strings(g, "senders", ()),
+        deny_senders=_strings(g, "deny_senders", ()),
+        allow_authenticated=g.flag("allow_authenticated", False),
+        country_code=_digits(g, "country_code", "49", 3),
+        area_code=_digits(g, "area_code", "", 7),
+        national_prefix=_digits(g, "national_prefix", "0", 2),
+        international_prefix=_digits(g, "international_prefix", "00", 4),
+        outside_line=_digits(g, "outside_line", "", 4),
+        dial_format=cast(
+            DialFormat, g.choice("dial_format", "national", ("e164", "national", "international"))
+        ),
+        deny=_strings(g, "deny", default.deny),
+        allow=_strings(g, "allow", ()),
+        trunk=g.text("trunk", default.trunk),
+        account=g.text("account", ""),
+        max_concurrent=g.integer("max_concurrent", 1, 1, 1000),
+        busy_interval=g.number("busy_interval", default.busy_interval, 0.0, 86400.0),
+        no_answer_interval=g.number("no_answer_interval", default.no_answer_interval, 0.0, 86400.0),
+        not_fax_interval=g.number("not_fax_interval", default.not_fax_interval, 0.0, 86400.0),
+        not_fax_max=g.integer("not_fax_max", default.not_fax_max, 1, 1000),
+        line_error_interval=g.number("line_error_interval", default.line_error_interval, 0.0, 86400.0),
+        congestion_interval=g.number("congestion_interval", default.congestion_interval, 0.0, 86400.0),
+        congestion_max=g.integer("congestion_max", default.congestion_max, 1, 10000),
+        max_tries=g.integer("max_tries", default.max_tries, 1, 100),
+        max_dials=g.integer("max_dials", default.max_dials, 1, 1000),
+        ring_timeout=g.number("ring_timeout", default.ring_timeout, 1.0, 600.0),
+        resolution=cast(FaxResolution, g.choice("resolution", "fine", ("standard", "fine", "superfine"))),
+        cover=g.flag("cover", False),
+        cover_logo=_rel(base, g.text("cover_logo", "")),
+        notify=cast(FaxNotify, g.choice("notify", "final", ("final", "each", "none"))),
+        attach_document=g.flag("attach_document", False),
+        max_pages=g.integer("max_pages", default.max_pages, 1, 10000),
+        keep_days=g.number("keep_days", default.keep_days, 0.0, 3650.0),
+        ident=g.text("ident", ""),
+        scan_interval=g.number("scan_interval", default.scan_interval, 0.1, 3600.0),
+    )
+    if not cfg.country_code or cfg.country_code.startswith("0"):
+        g.fail("country_code", f"must be 1 to 3 digits, not starting with 0, got {cfg.country_code!r}")
+    if not cfg.international_prefix:
+        g.fail("international_prefix", "must not be empty")
+    if cfg.account and cfg.account not in {a.name for a in accounts}:
+        g.fail("account", f"no [[accounts]] entry named {cfg.account!r}")
+    if not cfg.account:
+        host, sep, port = cfg.trunk.removeprefix("sip:").rpartition(":")
+        if not cfg.trunk.startswith("sip:") or "@" in cfg.trunk or not (sep and host and port.isdigit()):
+            g.fail("trunk", f"must be 'sip:host:port', got {cfg.trunk!r}")
+        if not 0 < int(port) < 65536:
+            g.fail("trunk", f"bad port in {cfg.trunk!r}")
+    if len(cfg.ident) > 20 or not all(ch.isdigit() or ch in "+ " for ch in cfg.ident):
+        g.fail("ident", f"must be digits, '+' and spaces, 20 characters at most, got {cfg.ident!r}")
+    if cfg.enabled:
+        if not mail.listen:
+            g.fail("enabled", "needs [mail] listen (the SMTP address the gateway receives mail on)")
+        if not (cfg.domains or (cfg.prefix_forms and cfg.local_domains) or cfg.subdomain_form):
+            g.fail("domains", 'no address reaches the gateway: give domains (e.g. ["fax.example.com"])')
+        if not (cfg.senders or cfg.allow_authenticated):
+            g.fail("senders", 'nobody may send: give senders (e.g. ["@example.com"]) or allow_authenticated')
+    g.done()
+    return cfg
 
 
 def _rel(base: Path | None, path: str) -> str:

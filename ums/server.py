@@ -7,6 +7,11 @@ the media endpoint factory and the call manager, starts registrations, and runs
 until SIGINT or SIGTERM.  Shutdown hangs up active calls, finishes recordings
 and removes registrations before the process exits.
 
+With ``[fax_gateway] enabled`` it also runs the e-mail to fax gateway
+(``ums.outbound.service``) behind the SMTP listener on ``[mail] listen``; its
+calls go out through the call manager, and SIGHUP makes it look for jobs made by
+``ums fax send`` and cancel requests at once.
+
 This is the one module that imports the service shells of several packages.
 """
 
@@ -19,6 +24,7 @@ import logging
 import random
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ums import pipeline
+from ums.calls.outgoing import FaxSendRequest
 from ums.calls.service import (
     CallManager,
     FaxWiring,
@@ -39,8 +46,12 @@ from ums.directory.lookup import Directory, DirectorySettings, NumberPlan, load_
 from ums.fax_t38.service import UdptlEndpoint
 from ums.log import kv, setup_logging
 from ums.mailgate.imap_service import ImapWatcher, stop_watchers, watchers_for
+from ums.mailgate.smtp_in import SmtpGateway, SmtpInSettings
 from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
 from ums.mwi.service import MwiService
+from ums.outbound.jobs import Attempt, Cause
+from ums.outbound.service import DialJob, FaxGatewayService, GatewaySettings, job_store, mail_sender
+from ums.pipeline.app import smtp_settings
 from ums.pipeline.worker import spawn_embedded_workers, stop_workers
 from ums.render.audio import decode_audio_file
 from ums.sip import events as sip_events
@@ -104,6 +115,8 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self.imap_watchers: list[ImapWatcher] = []
         self._background: set[asyncio.Future[object]] = set()
+        self.fax_gateway: FaxGatewayService | None = None
+        self.smtp_in: SmtpGateway | None = None
 
     async def _open_media(
         self,
@@ -160,6 +173,36 @@ class Server:
             open_sink=self.fax_sinks.open,
             udptl=self._open_udptl if self.config.fax.t38 else None,
         )
+
+    # -- e-mail to fax -------------------------------------------------------------------------------
+    async def _send_fax(self, job: DialJob) -> Attempt:
+        """The gateway's dialer: one outgoing fax call through the call manager."""
+        if self.calls is None:
+            now = time.time()
+            return Attempt(now, now, Cause.CONGESTION, reason="calls are not running")
+        request = FaxSendRequest(
+            dial=job.target or job.dial,
+            pages=job.pages,
+            first_page=job.first_page,
+            account=job.account or None,
+            ident=job.ident,
+            ecm=self.config.fax.ecm,
+            call_id_hint=job.job_id,
+            ring_timeout=job.ring_timeout,
+        )
+        return await self.calls.send_fax(request)
+
+    async def _start_fax_gateway(self) -> None:
+        cfg = self.config
+        settings = GatewaySettings.from_config(cfg)
+        send_report = mail_sender(smtp_settings(cfg.mail), cfg.mail.sender, cfg.server.data_dir / "maildir")
+        self.fax_gateway = FaxGatewayService(settings, job_store(cfg), self._send_fax, send_report)
+        await self.fax_gateway.start()
+        host, _, port = cfg.mail.listen.rpartition(":")
+        self.smtp_in = SmtpGateway(
+            SmtpInSettings(host=host.strip("[]"), port=int(port), auth=False), self.fax_gateway
+        )
+        await self.smtp_in.start()
 
     # -- voicemail wiring ----------------------------------------------------------------------------
     def _load_directory(self) -> Directory:
@@ -290,6 +333,8 @@ class Server:
         self.mwi = MwiService(self.config, self.sip, self.index, self.host)
         await self.sip.start()
         await self.mwi.start()
+        if self.config.fax_gateway.enabled:
+            await self._start_fax_gateway()
         if self.config.pipeline.workers > 0:
             self.workers = await loop.run_in_executor(
                 None,
@@ -327,6 +372,10 @@ class Server:
     async def stop(self) -> None:
         assert self.sip is not None and self.calls is not None
         log.info(kv("server.stopping", calls=len(self.calls.legs)))
+        if self.smtp_in is not None:
+            await self.smtp_in.stop()
+        if self.fax_gateway is not None:
+            await self.fax_gateway.stop()
         await self.calls.shutdown()
         loop = asyncio.get_running_loop()
         if self.imap_watchers:
@@ -359,6 +408,8 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signal, sig)
+        if self.fax_gateway is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.fax_gateway.rescan)
         await self.stopping.wait()
         await self.stop()
 
@@ -371,7 +422,7 @@ def run(config: Config, log_level: str | None = None) -> int:
     setup_logging(log_level or config.server.log_level)
     try:
         asyncio.run(Server(config).serve_forever())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a [fax_gateway] rule the gateway refuses
         log.error(kv("server.failed", reason=exc))
         return 1
     return 0

@@ -194,3 +194,80 @@ def test_issue3_errors(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "t.toml")
     assert message in str(info.value)
+
+
+def test_fax_gateway_in_the_quick_start() -> None:
+    g = load_config(EXAMPLE).fax_gateway
+    assert g.enabled
+    assert g.domains == ("fax.example.com",) and g.senders == ("@example.com",)
+    assert g.trunk == "sip:127.0.0.1:5080" and g.account == ""
+    assert g.deny == ("default",) and g.notify == "final" and g.resolution == "fine"
+    assert (g.max_tries, g.max_dials, g.busy_interval) == (3, 12, 180.0)
+
+
+def test_fax_gateway_defaults_and_values() -> None:
+    assert not parse_config({}).fax_gateway.enabled
+    cfg = parse_config(
+        {
+            "mail": {"listen": "127.0.0.1:2525"},
+            "accounts": [{"name": "pbx", "registrar": "sip:pbx", "aor": "sip:ums@pbx"}],
+            "fax_gateway": {
+                "enabled": True,
+                "domains": ["Fax.Example.com"],
+                "senders": ["*"],
+                "deny": ["default", "+449"],
+                "allow": ["+49900123456"],
+                "account": "pbx",
+                "dial_format": "international",
+                "outside_line": "0",
+                "notify": "each",
+                "keep_days": 7,
+            },
+        }
+    )
+    g = cfg.fax_gateway
+    assert g.domains == ("fax.example.com",) and g.deny == ("default", "+449") and g.account == "pbx"
+    assert g.dial_format == "international" and g.notify == "each" and g.keep_days == 7.0
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"enabled": True, "domains": ["f.x"], "senders": ["*"]}, "fax_gateway.enabled: needs [mail] listen"),
+        ({"trunk": "127.0.0.1:5080"}, "fax_gateway.trunk: must be 'sip:host:port'"),
+        ({"account": "nope"}, "fax_gateway.account: no [[accounts]] entry named 'nope'"),
+        ({"dial_format": "local"}, "fax_gateway.dial_format: must be one of e164, national, international"),
+        ({"country_code": "049"}, "fax_gateway.country_code: must be 1 to 3 digits"),
+        ({"area_code": "3a"}, "fax_gateway.area_code: must be at most 7 digits"),
+        ({"notify": "always"}, "fax_gateway.notify: must be one of final, each, none"),
+        ({"deny": ["+49900", ""]}, "fax_gateway.deny[1]: must be a non-empty string"),
+        ({"max_dials": 0}, "fax_gateway.max_dials: must be between 1 and 1000"),
+        ({"domain": ["f.x"]}, "fax_gateway.domain: unknown key"),
+    ],
+)
+def test_fax_gateway_errors(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"fax_gateway": section}, "t.toml")
+    assert message in str(info.value)
+
+
+def test_fax_gateway_needs_domains_and_senders() -> None:
+    base = {"mail": {"listen": "127.0.0.1:2525"}}
+    with pytest.raises(ConfigError, match=r"fax_gateway\.domains: no address reaches the gateway"):
+        parse_config({**base, "fax_gateway": {"enabled": True, "senders": ["*"]}}, "t.toml")
+    with pytest.raises(ConfigError, match=r"fax_gateway\.senders: nobody may send"):
+        parse_config({**base, "fax_gateway": {"enabled": True, "domains": ["f.x"]}}, "t.toml")
+
+
+def test_check_config_checks_the_fax_gateway_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ums.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[mail]\nlisten = "127.0.0.1:2525"\n'
+        '[fax_gateway]\nenabled = true\ndomains = ["fax.example.com"]\nsenders = ["*"]\ndeny = ["+49x"]\n'
+    )
+    assert main(["check-config", str(bad)]) == 2
+    assert "fax_gateway.deny: deny rule '+49x'" in capsys.readouterr().err

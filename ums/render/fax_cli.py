@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,11 @@ from ums.render.page import RESOLUTIONS, FaxPage, Resolution, page_png, thumbnai
 __all__ = ["add_parsers", "run"]
 
 
-def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``fax render`` and ``fax decode`` to an ``add_subparsers()`` object; returns the fax parser."""
+def add_parsers(subparsers: Any, extra: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """Add ``fax render`` and ``fax decode`` to an ``add_subparsers()`` object; returns the fax parser.
+
+    ``extra(sub)`` adds further ``fax`` sub-commands (``ums.cli`` adds send, queue and cancel).
+    """
     fax = subparsers.add_parser("fax", help="render documents to fax pages, decode raw fax data")
     sub = fax.add_subparsers(dest="fax_command", required=True)
 
@@ -68,6 +72,8 @@ def add_parsers(subparsers: Any) -> argparse.ArgumentParser:
         "--resolution", choices=tuple(RESOLUTIONS), default="fine", help="vertical resolution (default fine)"
     )
     decode.add_argument("-o", "--output", required=True, help="OUT.png / OUT.tif / OUT.pdf")
+    if extra is not None:
+        extra(sub)
     return fax  # type: ignore[no-any-return]
 
 
