@@ -97,6 +97,6 @@ def kamailio(run_dir: Path, dump_logs_on_failure: None) -> Iterator[Kamailio]:
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
     yield
-    leftovers = running()
+    leftovers = [p for p in running() if not p.module_scoped]
     for p in leftovers:
         p.stop(3.0)

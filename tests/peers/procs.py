@@ -147,6 +147,8 @@ class Proc:
         self.stop_signal = stop_signal
         self.popen: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        #: kept running between the tests of a module (a module-scoped fixture stops it)
+        self.module_scoped = False
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> Proc:
