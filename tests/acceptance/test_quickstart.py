@@ -5,14 +5,18 @@ SUBSCRIBE to ``sip:100@127.0.0.1:5060`` for ``message-summary`` shows the count.
 (SpanDSP's fax machine, :func:`tests.peers.faxcaller.call_fax`, one short page in real time) sent to
 the fax number 200, and one sent to the combined number 300 (voicemail answers, the caller's CNG
 switches the call to fax), each land in alice's Maildir as a PDF whose page is the sent page, pel
-for pel.  The configuration file is used unchanged (only ``--data-dir`` points into the test's
-folder), so these tests need the quick-start ports 5060 (UDP/TCP) free.
+for pel.  A mail from ``bob@example.com`` to ``+4930123456@fax.example.com`` through the SMTP
+gateway on 127.0.0.1:2525 is faxed to the trunk at 127.0.0.1:5080 (SpanDSP answering,
+:class:`tests.peers.faxanswer.AnswererThread`), and the success report lands in bob's Maildir.  The
+configuration file is used unchanged (only ``--data-dir`` points into the test's folder), so these
+tests need the quick-start ports 5060 (UDP/TCP), 2525 and 5080 free.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import smtplib
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from tests.acceptance.conftest import require
 from tests.acceptance.test_fax_receive import pdf_pages, source_page
 from tests.acceptance.test_mwi import notify_fields
 from tests.peers import sipp, spandsp
+from tests.peers.faxanswer import AnswererThread, AnswerPlan
 from tests.peers.faxcaller import call_fax
 from tests.peers.ports import free_port, free_port_block
 from tests.peers.procs import Proc, wait_until
@@ -122,3 +127,32 @@ def test_quick_start_faxes_to_200_and_300_reach_the_maildir_as_pdf(run_dir: Path
         assert len(mails()) == 2, [p.name for p in mails()]  # no voice message for the call to 300
     finally:
         assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]
+
+
+def test_quick_start_mail_to_fax_reaches_the_trunk_and_reports_to_the_sender(run_dir: Path) -> None:
+    if not spandsp.available():
+        pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
+    data = run_dir / "var"
+    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
+    reports = data / "maildir" / "bob@example.com" / "Maildir" / "new"
+    with AnswererThread(port=5080, default=AnswerPlan(t38="never")) as line:
+        server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+        try:
+            server.wait_tcp("127.0.0.1", 2525, 20)
+            msg = EmailMessage()
+            msg["From"] = "bob@example.com"
+            msg["To"] = "+4930123456@fax.example.com"
+            msg["Subject"] = "Quick start fax"
+            msg.set_content("A one-page fax from the quick start.\n")
+            with smtplib.SMTP("127.0.0.1", 2525, timeout=30) as smtp:
+                smtp.send_message(msg)
+            (call,) = line.wait_calls(1, 90)
+            assert call.ok, call.describe()
+            assert call.user == "030123456" and len(call.pages) == 1, call.describe()
+            wait_until(lambda: reports.is_dir() and any(reports.iterdir()), 30, what="the report")
+            (path,) = list(reports.iterdir())
+            report = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert report["X-UMS-Fax-Result"] == "success", report["Subject"]
+            assert "sent: 1 page" in str(report["Subject"]), report["Subject"]
+        finally:
+            assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]
