@@ -321,7 +321,7 @@ def render_pdf(data: bytes, *, resolution: Resolution = "fine", a4_length: bool 
     pages = []
     for img, tw, th in grey:
         if img.size != (tw, th):
-            img = img.resize((tw, th), Image.Resampling.LANCZOS)
+            img = img.resize((tw, th), Image.Resampling.BOX)
         pages.append(_place(binarize(np.asarray(img)), resolution, a4_length))
     if not pages:
         raise DocumentError("the PDF has no pages")
