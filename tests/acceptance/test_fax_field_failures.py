@@ -23,13 +23,15 @@ How it works
 ------------
 Times are compared across processes on the wall clock: the caller's ``timeline`` (``time.time()``)
 against the timestamps of the server's log lines (local time, millisecond resolution).  Pages are
-read back from the PDF attachment at their own pel size (see ``test_fax_receive``).
+read back from the PDF attachment at their own pel size (see ``test_fax_receive``).  The calls run
+at the same time, each on a server and a sink of its own (``test_fax_receive.start_runs``); each
+test then checks its own call's result, the server's log and the mail.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,20 +39,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.acceptance.test_fax_receive import CALLER, NUMBER, OWNER, Page, attachment_pages, source_page
-from tests.peers import spandsp
+from tests.acceptance.test_fax_receive import (
+    CALLER,
+    NUMBER,
+    OWNER,
+    Page,
+    Run,
+    Scenario,
+    attachment_pages,
+    show_logs_on_failure,
+    source_page,
+    start_runs,
+)
 from tests.peers.faxcaller import FaxCallResult, call_fax
-from tests.peers.ports import free_port
 from tests.peers.procs import PeerError
 from tests.peers.smtpsink import Mail, SmtpSink
 from tests.peers.spandsp_fax import write_fax_tiff
-from tests.peers.ums import LogEvent, UmsConfig, UmsServer
+from tests.peers.ums import LogEvent, UmsServer
 from tests.unit.fax.pages import itu_page
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(150)]
 
 HANGUP_DELAY = 2.0  # the server's default [fax] hangup_delay
-FaxServer = Callable[..., UmsServer]
 
 
 @pytest.fixture(scope="module")
@@ -69,36 +79,54 @@ def two_pages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Page
     return path, pages
 
 
-@pytest.fixture
-def sink(run_dir: Path) -> Iterator[SmtpSink]:
-    s = SmtpSink(run_dir, free_port())
-    yield s
-    s.stop()
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    one_page: tuple[Path, Page],
+    two_pages: tuple[Path, list[Page]],
+) -> Iterator[dict[str, Run]]:
+    """All calls of this module at once, one server each; keyed by the test that checks it."""
+
+    def caller(tiff: Path, **kwargs: Any) -> Callable[[UmsServer], FaxCallResult]:
+        return lambda ums: call_fax(ums.address, NUMBER, tiff, caller=CALLER, **kwargs)
+
+    one, two = one_page[0], two_pages[0]
+    no_bye = "test_caller_never_hangs_up_after_dcn_server_sends_bye"
+    scenarios = {
+        "test_t38_reinvite_refused_with_488_fax_goes_on_over_g711": Scenario(
+            caller(one, t38="none", t38_answer=488, max_seconds=75), fax={"t38_reinvite": "after_ced"}
+        ),
+        "test_session_refresh_reinvite_mid_page_on_t38_changes_nothing": Scenario(
+            caller(
+                one,
+                t38="caller",
+                reinvite_after=1.0,
+                refresh_after=2.0,  # 2 s after CFR: the page takes about 5 s at 14400 bit/s
+                max_seconds=75,
+                fallback=False,
+            )
+        ),
+        f"{no_bye}[media]": Scenario(caller(one, t38="none", after_dcn="media", max_seconds=60)),
+        f"{no_bye}[silence]": Scenario(caller(one, t38="none", after_dcn="silence", max_seconds=60)),
+        "test_bye_during_page_two_frees_the_channel_and_mails_page_one": Scenario(
+            caller(
+                two,
+                t38="none",
+                hangup_after_page=1,
+                hangup_delay=1.5,  # after MCF for page 1 (+ the time to send PPS-MPS): inside page 2
+                max_seconds=75,
+            )
+        ),
+    }
+    yield from start_runs(tmp_path_factory.mktemp("fax-field"), scenarios)
 
 
 @pytest.fixture
-def fax_server(run_dir: Path, sink: SmtpSink, dump_logs_on_failure: None) -> Iterator[FaxServer]:
-    """Factory: ``fax_server(fax={...})`` -> a started server with the fax mailbox ``200`` (PDF)
-    delivering to the sink; ``fax`` is the ``[fax]`` table."""
-    started: list[UmsServer] = []
-
-    def factory(fax: Mapping[str, Any] | None = None) -> UmsServer:
-        if not spandsp.available():
-            pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
-        sink.start()
-        cfg = UmsConfig(
-            data_dir=run_dir / "ums" / "data",
-            mailboxes=((NUMBER, OWNER, "fax"),),
-            mail={"smarthost": sink.address, "retry_first": 1, "retry_max": 2},
-            fax=dict(fax or {}),
-        )
-        server = UmsServer(run_dir / "ums", cfg)
-        started.append(server)
-        return server.start()
-
-    yield factory
-    for server in started:
-        server.stop()
+def scenario(request: pytest.FixtureRequest, runs: dict[str, Run]) -> Iterator[Run]:
+    """This test's run (by test name); its logs are printed if the test fails."""
+    run = runs[request.node.name]
+    yield run
+    show_logs_on_failure(request, run)
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -142,11 +170,10 @@ def check_delivered(ums: UmsServer, sink: SmtpSink, result: FaxCallResult, page:
 
 # -- 1. our re-INVITE to T.38 answered 488 -------------------------------------------------------------
 def test_t38_reinvite_refused_with_488_fax_goes_on_over_g711(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, one_page: tuple[Path, Page]
+    run_dir: Path, scenario: Run, one_page: tuple[Path, Page]
 ) -> None:
-    tiff, page = one_page
-    ums = fax_server(fax={"t38_reinvite": "after_ced"})
-    result = call_fax(ums.address, NUMBER, tiff, caller=CALLER, t38="none", t38_answer=488, max_seconds=75)
+    _, page = one_page
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10, call_id=result.call_id)
     assert result.server_reinvites == 1 and result.at("t38-refused") is not None, result.describe()
     assert result.fax is not None and result.fax.ok and result.fax.pages_tx == 1, result.describe()
@@ -161,21 +188,10 @@ def test_t38_reinvite_refused_with_488_fax_goes_on_over_g711(
 
 # -- 2. session refresh in the middle of a page on T.38 -------------------------------------------------
 def test_session_refresh_reinvite_mid_page_on_t38_changes_nothing(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, one_page: tuple[Path, Page]
+    run_dir: Path, scenario: Run, one_page: tuple[Path, Page]
 ) -> None:
-    tiff, page = one_page
-    ums = fax_server()
-    result = call_fax(
-        ums.address,
-        NUMBER,
-        tiff,
-        caller=CALLER,
-        t38="caller",
-        reinvite_after=1.0,
-        refresh_after=2.0,  # 2 s after CFR: the page takes about 5 s at 14400 bit/s
-        max_seconds=75,
-        fallback=False,
-    )
+    _, page = one_page
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10, call_id=result.call_id)
     assert result.t38 and result.t38_switch == "caller", result.describe()
     assert result.refresh_status == 200, result.describe()
@@ -195,19 +211,10 @@ def test_session_refresh_reinvite_mid_page_on_t38_changes_nothing(
 # -- 3. no BYE after DCN ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("after_dcn", ["media", "silence"])
 def test_caller_never_hangs_up_after_dcn_server_sends_bye(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, one_page: tuple[Path, Page], after_dcn: str
+    run_dir: Path, scenario: Run, one_page: tuple[Path, Page], after_dcn: str
 ) -> None:
-    tiff, page = one_page
-    ums = fax_server()
-    result = call_fax(
-        ums.address,
-        NUMBER,
-        tiff,
-        caller=CALLER,
-        t38="none",
-        after_dcn="media" if after_dcn == "media" else "silence",
-        max_seconds=60,
-    )
+    _, page = one_page
+    ums, sink, result = scenario.outcome()
     assert result.fax is not None and result.fax.ok and result.fax.pages_tx == 1, result.describe()
     assert result.ended_by == "remote-bye", result.describe()
     finished = ums.wait_event("fax.t30_finished", timeout=5, call_id=result.call_id)
@@ -222,20 +229,10 @@ def test_caller_never_hangs_up_after_dcn_server_sends_bye(
 
 # -- 4. BYE in phase C of page 2 ------------------------------------------------------------------------
 def test_bye_during_page_two_frees_the_channel_and_mails_page_one(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, two_pages: tuple[Path, list[Page]]
+    run_dir: Path, scenario: Run, two_pages: tuple[Path, list[Page]]
 ) -> None:
-    tiff, pages = two_pages
-    ums = fax_server()
-    result = call_fax(
-        ums.address,
-        NUMBER,
-        tiff,
-        caller=CALLER,
-        t38="none",
-        hangup_after_page=1,
-        hangup_delay=1.5,  # after MCF for page 1 (+ the time to send PPS-MPS): inside page 2
-        max_seconds=75,
-    )
+    _, pages = two_pages
+    ums, sink, result = scenario.outcome()
     assert result.ended_by == "local-bye" and result.at("page 1") is not None, result.describe()
     assert result.fax is not None and result.fax.pages_tx == 1, result.describe()
     assert result.at("phase-e") is None, result.timeline  # still in phase C when we hung up

@@ -21,12 +21,17 @@ The caller is one asyncio loop (SIP UAC, RTP or UDPTL socket, SpanDSP); it hangs
 phase E.  The PDF page is read with pypdfium2: the image XObject of the page, decoded at its own pel
 size (no rendering, so no resampling), black where the gray value is 0.  A TIFF attachment is read with
 Pillow.
+
+The calls run at the same time, each on a server and a sink of its own (a module-scoped fixture,
+one thread per call); each test then checks its own call's result, the server's log and the mail.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ import pytest
 from tests.peers import spandsp
 from tests.peers.faxcaller import FaxCallResult, call_fax
 from tests.peers.ports import free_port
-from tests.peers.procs import PeerError
+from tests.peers.procs import PeerError, tail
 from tests.peers.smtpsink import Attachment, Mail, SmtpSink
 from tests.peers.spandsp_fax import read_fax_tiff, write_fax_tiff
 from tests.peers.ums import LogEvent, UmsConfig, UmsServer
@@ -49,7 +54,6 @@ OWNER = "fax@example.com"
 NUMBER = "200"
 CALLER = "+4930555"
 Page = npt.NDArray[np.uint8]
-FaxServer = Callable[..., UmsServer]
 
 
 def source_page() -> Page:
@@ -65,39 +69,127 @@ def page_tiff(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Page]:
     return path, page
 
 
-@pytest.fixture
-def sink(run_dir: Path) -> Iterator[SmtpSink]:
-    s = SmtpSink(run_dir, free_port())
-    yield s
-    s.stop()
+@dataclass(frozen=True)
+class Scenario:
+    """One call on a server of its own: the ``[fax]`` table, extra mailbox keys and the call."""
+
+    call: Callable[[UmsServer], FaxCallResult]
+    fax: Mapping[str, Any] = field(default_factory=dict)
+    mailbox: Mapping[str, Any] | None = None
 
 
-@pytest.fixture
-def fax_server(
-    run_dir: Path, sink: SmtpSink, dump_logs_on_failure: None
-) -> Iterator[Callable[..., UmsServer]]:
-    """Factory: ``fax_server(fax={"t38_reinvite": "after_ced"}, fax_format="tiff")`` -> a started
-    server with the fax mailbox ``200`` delivering to the sink; ``fax`` is the ``[fax]`` table."""
-    started: list[UmsServer] = []
+@dataclass
+class Run:
+    """What a scenario left: its server (still running), its sink, the caller's result or error."""
 
-    def factory(fax: Mapping[str, Any] | None = None, fax_format: str = "pdf") -> UmsServer:
-        if not spandsp.available():
-            pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
-        sink.start()
+    dir: Path
+    server: UmsServer
+    sink: SmtpSink
+    result: FaxCallResult | None = None
+    error: BaseException | None = None
+
+    def outcome(self) -> tuple[UmsServer, SmtpSink, FaxCallResult]:
+        """The server, the sink and the caller's result; the call's own exception if it failed."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.server, self.sink, self.result
+
+
+def start_runs(base: Path, scenarios: Mapping[str, Scenario]) -> Iterator[dict[str, Run]]:
+    """Start a sink and a server per scenario and place all the calls at once (one thread each).
+
+    For a module-scoped fixture: yields the runs by name once every call is over, with the servers
+    and sinks still running (``module_scoped``: the tests wait on their logs and mail), and stops
+    them afterwards.  A failing call is kept in its :class:`Run` and raised by its own test.
+    """
+    if not spandsp.available():
+        pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
+    runs: dict[str, Run] = {}
+    for i, (name, sc) in enumerate(scenarios.items(), 1):
+        run_dir = base / f"call{i}"
+        sink = SmtpSink(run_dir, free_port())
         cfg = UmsConfig(
             data_dir=run_dir / "ums" / "data",
             mailboxes=((NUMBER, OWNER, "fax"),),
-            mailbox_options={NUMBER: {"fax_format": fax_format}},
+            mailbox_options={NUMBER: dict(sc.mailbox)} if sc.mailbox is not None else {},
             mail={"smarthost": sink.address, "retry_first": 1, "retry_max": 2},
-            fax=dict(fax or {}),
+            fax=dict(sc.fax),
         )
-        server = UmsServer(run_dir / "ums", cfg)
-        started.append(server)
-        return server.start()
+        runs[name] = Run(run_dir, UmsServer(run_dir / "ums", cfg), sink)
 
-    yield factory
-    for server in started:
-        server.stop()
+    def place(run: Run, sc: Scenario) -> FaxCallResult:
+        run.sink.start()
+        assert run.sink.proc is not None
+        run.sink.proc.module_scoped = True
+        run.server.proc.module_scoped = True  # before start: the flag only matters once it runs
+        run.server.start()
+        return sc.call(run.server)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+            futures = {name: pool.submit(place, runs[name], sc) for name, sc in scenarios.items()}
+            for name, fut in futures.items():
+                exc = fut.exception()
+                if exc is None:
+                    runs[name].result = fut.result()
+                else:
+                    runs[name].error = exc
+        yield runs
+    finally:
+
+        def stop(run: Run) -> None:
+            run.server.stop()
+            run.sink.stop()
+
+        with ThreadPoolExecutor(max_workers=len(runs) or 1) as pool:  # each takes a few seconds
+            list(pool.map(stop, runs.values()))
+
+
+def show_logs_on_failure(request: pytest.FixtureRequest, run: Run) -> None:
+    """After a failed test: the tails of its scenario's server and peer logs."""
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for path in sorted(run.dir.rglob("*")):
+            if path.is_file() and path.suffix in (".err", ".out", ".log") and path.stat().st_size:
+                print(f"===== {path.relative_to(run.dir)} =====\n{tail(path, 60)}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, page_tiff: tuple[Path, Page]) -> Iterator[dict[str, Run]]:
+    """All calls of this module at once, one server each; keyed by the test that checks it."""
+    tiff, _ = page_tiff
+
+    def caller(**kwargs: Any) -> Callable[[UmsServer], FaxCallResult]:
+        return lambda ums: call_fax(ums.address, NUMBER, tiff, caller=CALLER, **kwargs)
+
+    pdf = {"fax_format": "pdf"}
+    scenarios = {
+        "test_g711_fax_arrives_as_pdf": Scenario(
+            caller(codec="PCMA", t38="none", max_seconds=75), mailbox=pdf
+        ),
+        "test_g711_pcmu_without_ecm": Scenario(caller(codec="PCMU", ecm=False, max_seconds=75), mailbox=pdf),
+        "test_t38_caller_reinvite": Scenario(
+            caller(t38="caller", reinvite_after=1.0, max_seconds=75, fallback=False), mailbox=pdf
+        ),
+        "test_t38_server_reinvite": Scenario(
+            caller(t38="server", max_seconds=75),
+            fax={"t38_reinvite": "after_ced"},
+            mailbox={"fax_format": "tiff"},
+        ),
+        "test_t38_ten_percent_loss_redundancy_3": Scenario(
+            caller(t38="caller", loss=0.1, redundancy=3, seed=11, max_seconds=90), mailbox=pdf
+        ),
+    }
+    yield from start_runs(tmp_path_factory.mktemp("fax-receive"), scenarios)
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, runs: dict[str, Run]) -> Iterator[Run]:
+    """This test's run (by test name); its logs are printed if the test fails."""
+    run = runs[request.node.name]
+    yield run
+    show_logs_on_failure(request, run)
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -167,12 +259,9 @@ def check_mail(ums: UmsServer, sink: SmtpSink, page: Page, tmp: Path) -> Mail:
 
 
 # -- 1. G.711 ----------------------------------------------------------------------------------------
-def test_g711_fax_arrives_as_pdf(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, page_tiff: tuple[Path, Page]
-) -> None:
-    tiff, page = page_tiff
-    ums = fax_server()
-    result = call_fax(ums.address, NUMBER, tiff, caller=CALLER, codec="PCMA", t38="none", max_seconds=75)
+def test_g711_fax_arrives_as_pdf(run_dir: Path, scenario: Run, page_tiff: tuple[Path, Page]) -> None:
+    _, page = page_tiff
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10)
     check_call(result, t38=False)
     assert result.fax is not None and result.fax.bit_rate == 14400, result.describe()
@@ -180,13 +269,10 @@ def test_g711_fax_arrives_as_pdf(
     check_mail(ums, sink, page, run_dir)
 
 
-def test_g711_pcmu_without_ecm(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, page_tiff: tuple[Path, Page]
-) -> None:
+def test_g711_pcmu_without_ecm(run_dir: Path, scenario: Run, page_tiff: tuple[Path, Page]) -> None:
     """Without ECM nothing is retransmitted: a pel-exact page needs an error-free V.17 receiver."""
-    tiff, page = page_tiff
-    ums = fax_server()
-    result = call_fax(ums.address, NUMBER, tiff, caller=CALLER, codec="PCMU", ecm=False, max_seconds=75)
+    _, page = page_tiff
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10)
     check_call(result, t38=False)
     assert result.fax is not None and not result.fax.ecm and result.fax.bit_rate == 14400, result.describe()
@@ -195,21 +281,9 @@ def test_g711_pcmu_without_ecm(
 
 
 # -- 2. T.38 -----------------------------------------------------------------------------------------
-def test_t38_caller_reinvite(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, page_tiff: tuple[Path, Page]
-) -> None:
-    tiff, page = page_tiff
-    ums = fax_server()
-    result = call_fax(
-        ums.address,
-        NUMBER,
-        tiff,
-        caller=CALLER,
-        t38="caller",
-        reinvite_after=1.0,
-        max_seconds=75,
-        fallback=False,
-    )
+def test_t38_caller_reinvite(run_dir: Path, scenario: Run, page_tiff: tuple[Path, Page]) -> None:
+    _, page = page_tiff
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10)
     assert result.t38_switch == "caller", result.describe()
     check_call(result, t38=True)
@@ -218,12 +292,9 @@ def test_t38_caller_reinvite(
     check_mail(ums, sink, page, run_dir)
 
 
-def test_t38_server_reinvite(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, page_tiff: tuple[Path, Page]
-) -> None:
-    tiff, page = page_tiff
-    ums = fax_server(fax={"t38_reinvite": "after_ced"}, fax_format="tiff")
-    result = call_fax(ums.address, NUMBER, tiff, caller=CALLER, t38="server", max_seconds=75)
+def test_t38_server_reinvite(run_dir: Path, scenario: Run, page_tiff: tuple[Path, Page]) -> None:
+    _, page = page_tiff
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10)
     assert result.server_reinvites >= 1 and result.t38_switch == "server", result.describe()
     check_call(result, t38=True)
@@ -234,21 +305,10 @@ def test_t38_server_reinvite(
 
 # -- 3. T.38 with loss -------------------------------------------------------------------------------
 def test_t38_ten_percent_loss_redundancy_3(
-    run_dir: Path, fax_server: FaxServer, sink: SmtpSink, page_tiff: tuple[Path, Page]
+    run_dir: Path, scenario: Run, page_tiff: tuple[Path, Page]
 ) -> None:
-    tiff, page = page_tiff
-    ums = fax_server()
-    result = call_fax(
-        ums.address,
-        NUMBER,
-        tiff,
-        caller=CALLER,
-        t38="caller",
-        loss=0.1,
-        redundancy=3,
-        seed=11,
-        max_seconds=90,
-    )
+    _, page = page_tiff
+    ums, sink, result = scenario.outcome()
     ums.wait_event("call.ended", timeout=10)
     check_call(result, t38=True)
     stats = result.stats
