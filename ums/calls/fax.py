@@ -323,31 +323,38 @@ class FaxLeg:
             if isinstance(r, PageReceived):
                 self._store(r)
             elif isinstance(r, Negotiated):
-                self.negotiated = r
-                log.info(
-                    kv(
-                        "fax.negotiated",
-                        call_id=self.call_id,
-                        transport=self.transport,
-                        modem=r.modem,
-                        rate=r.rate,
-                        ecm=r.ecm,
-                        resolution=r.resolution,
-                        compression=r.compression,
-                        remote_ident=r.remote_ident or None,
-                    )
-                )
+                self._negotiated(r)
             elif isinstance(r, Finished):
-                self.result = r.result
-                log.info(
-                    kv(
-                        "fax.t30_finished",
-                        call_id=self.call_id,
-                        code=r.result.code,
-                        success=r.result.success,
-                        pages=self.pages,
-                    )
-                )
+                self._finished(r, self.pages)
+
+    def _negotiated(self, r: Negotiated) -> None:
+        self.negotiated = r
+        log.info(
+            kv(
+                "fax.negotiated",
+                call_id=self.call_id,
+                transport=self.transport,
+                modem=r.modem,
+                rate=r.rate,
+                ecm=r.ecm,
+                resolution=r.resolution,
+                compression=r.compression,
+                remote_ident=r.remote_ident or None,
+            )
+        )
+
+    def _finished(self, r: Finished, pages: int) -> None:
+        """T.30 is over; ``pages`` is what the log line counts (stored or confirmed)."""
+        self.result = r.result
+        log.info(
+            kv(
+                "fax.t30_finished",
+                call_id=self.call_id,
+                code=r.result.code,
+                success=r.result.success,
+                pages=pages,
+            )
+        )
 
     def _store(self, page: PageReceived) -> None:
         number = self.pages + self._pending + 1

@@ -282,32 +282,10 @@ class FaxSendLeg(FaxLeg):
                     except Exception:
                         log.exception(kv("fax.out.page_callback_failed", call_id=self.call_id, page=page))
             elif isinstance(r, Negotiated):
-                self.negotiated = r
                 self.contact = True
-                log.info(
-                    kv(
-                        "fax.negotiated",
-                        call_id=self.call_id,
-                        transport=self.transport,
-                        modem=r.modem,
-                        rate=r.rate,
-                        ecm=r.ecm,
-                        resolution=r.resolution,
-                        compression=r.compression,
-                        remote_ident=r.remote_ident or None,
-                    )
-                )
+                self._negotiated(r)
             elif isinstance(r, Finished):
-                self.result = r.result
-                log.info(
-                    kv(
-                        "fax.t30_finished",
-                        call_id=self.call_id,
-                        code=r.result.code,
-                        success=r.result.success,
-                        pages=self.confirmed,
-                    )
-                )
+                self._finished(r, self.confirmed)
 
     def outcome(self, reason: str = "hangup") -> dict[str, object]:
         fields = super().outcome(reason)
