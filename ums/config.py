@@ -286,6 +286,12 @@ class MailSettings:
     password: str = ""
     #: SMTP listener for e-mail to fax/SMS ("host:port"; empty = off).
     listen: str = ""
+    #: certificate and key (PEM) of the listener: STARTTLS is offered when both are set
+    listen_tls_cert: str = ""
+    listen_tls_key: str = ""
+    #: ``[mail.users]``: user -> password for SMTP AUTH (PLAIN, LOGIN) on the listener; AUTH needs
+    #: STARTTLS first unless the client is on loopback
+    listen_users: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -550,6 +556,19 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     listen_smtp = ml.text("listen", "")
     if listen_smtp:
         _parse_hostport(ml, "listen", listen_smtp, 25)
+    tls_cert = _rel(base, ml.text("listen_tls_cert", ""))
+    tls_key = _rel(base, ml.text("listen_tls_key", ""))
+    if bool(tls_cert) != bool(tls_key):
+        ml.fail(
+            "listen_tls_key" if tls_cert else "listen_tls_cert",
+            "STARTTLS needs both listen_tls_cert and listen_tls_key",
+        )
+    users_table = ml._pop("users", dict, {}, False)
+    users: list[tuple[str, str]] = []
+    for name, password in users_table.items():
+        if not isinstance(password, str) or not password:
+            ml.fail(f"users.{name}", "must be a non-empty password string")
+        users.append((str(name), str(password)))
     mail = MailSettings(
         sender=ml.text("from", "ums@localhost"),
         from_name=ml.text("from_name", "Unified Messaging"),
@@ -566,6 +585,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         username=ml.text("username", ""),
         password=ml.text("password", ""),
         listen=listen_smtp,
+        listen_tls_cert=tls_cert,
+        listen_tls_key=tls_key,
+        listen_users=tuple(users),
     )
     if mail.retry_max < mail.retry_first:
         ml.fail("retry_max", "must not be below retry_first")

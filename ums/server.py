@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import random
 import signal
@@ -196,11 +197,26 @@ class Server:
         cfg = self.config
         settings = GatewaySettings.from_config(cfg)
         send_report = mail_sender(smtp_settings(cfg.mail), cfg.mail.sender, cfg.server.data_dir / "maildir")
-        self.fax_gateway = FaxGatewayService(settings, job_store(cfg), self._send_fax, send_report)
+        users = dict(cfg.mail.listen_users)
+
+        def authenticate(user: str, password: str) -> bool:
+            known = users.get(user)
+            return known is not None and hmac.compare_digest(known.encode(), password.encode())
+
+        self.fax_gateway = FaxGatewayService(
+            settings, job_store(cfg), self._send_fax, send_report, authenticate=authenticate
+        )
         await self.fax_gateway.start()
         host, _, port = cfg.mail.listen.rpartition(":")
         self.smtp_in = SmtpGateway(
-            SmtpInSettings(host=host.strip("[]"), port=int(port), auth=False), self.fax_gateway
+            SmtpInSettings(
+                host=host.strip("[]"),
+                port=int(port),
+                auth=bool(users),
+                tls_cert=cfg.mail.listen_tls_cert,
+                tls_key=cfg.mail.listen_tls_key,
+            ),
+            self.fax_gateway,
         )
         await self.smtp_in.start()
 

@@ -50,6 +50,8 @@ BUSY_ONCE = "+4930333333"
 NO_ANSWER = "+4930444444"
 PREMIUM = "+4990012345678"
 RESTART = "+4930555555"
+AUTHENTICATED = "+4930666666"
+PARTNER = "carol@partner.example.org"
 
 
 def _dialled(e164: str) -> str:
@@ -115,12 +117,18 @@ def _server(
 ) -> UmsServer:
     cfg = UmsConfig(
         data_dir=data_dir or run_dir / "data",
-        mail={"smarthost": sink.address, "listen": f"127.0.0.1:{smtp_port}", "retry_first": 1},
+        mail={
+            "smarthost": sink.address,
+            "listen": f"127.0.0.1:{smtp_port}",
+            "retry_first": 1,
+            "users": {PARTNER: "partner-secret"},
+        },
         fax={"ident": "+49 89 4711"},
         fax_gateway={
             "enabled": True,
             "domains": [DOMAIN],
             "senders": ["@example.com"],
+            "allow_authenticated": True,
             "trunk": f"sip:127.0.0.1:{trunk_port}",
             "max_concurrent": 6,
             "resolution": "standard",
@@ -153,6 +161,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         _dialled(T38): [AnswerPlan(t38="reinvite")],
         _dialled(BUSY_ONCE): [AnswerPlan(action="busy"), AnswerPlan(t38="never")],
         _dialled(NO_ANSWER): [AnswerPlan(action="no_answer")] * 5,
+        _dialled(AUTHENTICATED): [AnswerPlan(t38="never")],
     }
     sink = SmtpSink(run_dir, free_port()).start()
     line = AnswererThread(number_plans=plans, default=AnswerPlan(action="reject", code=404)).__enter__()
@@ -166,6 +175,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         mails = {n: _mail(f"{n}@{DOMAIN}") for n in (G711, T38, BUSY_ONCE, NO_ANSWER, PREMIUM)}
         for m in mails.values():
             _send(smtp_port, m)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
+            smtp.login(PARTNER, "partner-secret")  # loopback: AUTH without STARTTLS
+            smtp.send_message(_mail(f"{AUTHENTICATED}@{DOMAIN}", PARTNER, pdf=False), from_addr=PARTNER)
         refused: smtplib.SMTPException | None = None
         try:
             _send(smtp_port, _mail(f"{G711}@{DOMAIN}", "eve@elsewhere.org"), "eve@elsewhere.org")
@@ -301,3 +313,11 @@ def test_kill_after_250_then_restart_sends_the_fax_once(tmp_path: Path) -> None:
         finally:
             server.stop(20)
             sink.stop()
+
+
+def test_a_sender_outside_the_list_may_send_after_smtp_auth(gateway: Gateway) -> None:
+    report = _wait_report(gateway, AUTHENTICATED)
+    (call,) = _calls_to(gateway, AUTHENTICATED, finished=1)
+    assert call.ok and len(call.pages) == 1, call.describe()
+    assert report.envelope_to == (PARTNER,)
+    assert report.header("X-UMS-Fax-Result") == "success", report.subject

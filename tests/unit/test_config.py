@@ -271,3 +271,22 @@ def test_check_config_checks_the_fax_gateway_rules(
     )
     assert main(["check-config", str(bad)]) == 2
     assert "fax_gateway.deny: deny rule '+49x'" in capsys.readouterr().err
+
+
+def test_smtp_listener_tls_and_auth_users() -> None:
+    mail = parse_config(
+        {
+            "mail": {
+                "listen": "127.0.0.1:2525",
+                "listen_tls_cert": "/etc/ums/cert.pem",
+                "listen_tls_key": "/etc/ums/key.pem",
+                "users": {"bob": "s3cret", "alice": "pa55"},
+            }
+        }
+    ).mail
+    assert (mail.listen_tls_cert, mail.listen_tls_key) == ("/etc/ums/cert.pem", "/etc/ums/key.pem")
+    assert dict(mail.listen_users) == {"bob": "s3cret", "alice": "pa55"}
+    with pytest.raises(ConfigError, match=r"mail\.listen_tls_key: STARTTLS needs both"):
+        parse_config({"mail": {"listen": "127.0.0.1:2525", "listen_tls_cert": "c.pem"}})
+    with pytest.raises(ConfigError, match=r"mail\.users\.bob: must be a non-empty password"):
+        parse_config({"mail": {"listen": "127.0.0.1:2525", "users": {"bob": ""}}})
