@@ -48,14 +48,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
-from email.message import EmailMessage, MIMEPart
-from email.utils import format_datetime
 from typing import Final, Literal
 
-from ums.mailgate.mime import Attachment, ComposeSettings, InlineImage, format_duration
+from ums.mailgate.mime import Attachment, ComposeSettings, InlineImage, assemble, format_duration
 
 __all__ = [
     "AUTO_SUBMITTED",
@@ -363,14 +360,6 @@ def _render_html(
     return "\n".join(out) + "\n"
 
 
-def _text_part(part: MIMEPart, text: str, subtype: str, *, alternative: bool) -> None:
-    cte = "7bit" if text.isascii() else "quoted-printable"
-    if alternative:
-        part.add_alternative(text, subtype=subtype, charset="utf-8", cte=cte)
-    else:
-        part.set_content(text, subtype=subtype, charset="utf-8", cte=cte)
-
-
 def _address(addr: str, display: str = "") -> Address:
     try:
         return Address(display_name=display, addr_spec=_clean(addr))
@@ -408,52 +397,25 @@ def compose_fax_report(report: FaxReport, settings: ComposeSettings) -> bytes:
     if report.document_pdf is not None and pdf_name is not None:
         attachments.append(Attachment(report.document_pdf, pdf_name, "application/pdf"))
 
-    body = MIMEPart(policy=policy.SMTP)
-    _text_part(body, _render_text(lines, fields, rows), "plain", alternative=False)
-    if settings.html:
-        _text_part(body, _render_html(subject, lines, fields, rows, image), "html", alternative=True)
-        html_part = body.get_body(("html",))
-        assert html_part is not None
-        if image is not None:  # RFC 2387: the HTML and the image it shows
-            html_part.add_related(
-                image.image.data,
-                maintype="image",
-                subtype="png",
-                cid=image.cid,
-                filename=image.image.filename,
-                disposition="inline",
-            )
-    elif image is not None:
-        attachments.insert(0, image.image)
-    for att in attachments:
-        maintype, _, subtype = att.mime.partition("/")
-        body.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
-
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = _address(settings.from_addr, settings.from_name)
-    if settings.reply_to:
-        msg["Reply-To"] = _address(settings.reply_to)
-    msg["To"] = _address(report.sender)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(report.date.astimezone(settings.zone))
-    msg["Message-ID"] = message_id
     original = _original_id(report)
-    if original:
-        msg["In-Reply-To"] = original
-        msg["References"] = original
-    msg["Auto-Submitted"] = AUTO_SUBMITTED
-    msg["X-UMS-Kind"] = "fax-report"
-    msg["X-UMS-Fax-Job"] = _clean(report.job_id)
-    msg["X-UMS-Fax-Result"] = report.kind
-    msg["MIME-Version"] = "1.0"
-    for name, value in body.items():
-        msg[name] = value
-    msg.set_payload(body.get_payload())
-
-    seed = re.sub(r"[^0-9A-Za-z]", "", message_id)[:40]
-    n = 0
-    for part in msg.walk():
-        if part.is_multipart():
-            n += 1
-            part.set_boundary(f"=_ums_{seed}_{n}")
-    return msg.as_bytes(policy=policy.SMTP)
+    html_text = _render_html(subject, lines, fields, rows, image) if settings.html else None
+    return assemble(
+        settings=settings,
+        to=_address(report.sender),
+        subject=subject,
+        date=report.date,
+        message_id=message_id,
+        boundary_seed=message_id,
+        text=_render_text(lines, fields, rows),
+        html=html_text,
+        attachments=attachments,
+        images=[image] if image is not None else [],
+        sender=_address(settings.from_addr, settings.from_name),
+        reply_headers=[("In-Reply-To", original), ("References", original)] if original else [],
+        auto_submitted=AUTO_SUBMITTED,
+        extra_headers=[
+            ("X-UMS-Kind", "fax-report"),
+            ("X-UMS-Fax-Job", _clean(report.job_id)),
+            ("X-UMS-Fax-Result", report.kind),
+        ],
+    )

@@ -56,6 +56,7 @@ __all__ = [
     "Attachment",
     "ComposeSettings",
     "InlineImage",
+    "assemble",
     "attachment_filename",
     "caller_text",
     "compose",
@@ -254,10 +255,50 @@ def _assemble(
     extra_headers: Sequence[tuple[str, str]],
     images: Sequence[InlineImage] = (),
 ) -> bytes:
+    html_text = _render_html(subject, body_lines, fields, images) if settings.html else None
+    return assemble(
+        settings=settings,
+        to=_address(to),
+        subject=subject,
+        date=date,
+        message_id=message_id,
+        boundary_seed=boundary_seed,
+        text=_render_text(body_lines, fields),
+        html=html_text,
+        attachments=attachments,
+        images=images,
+        extra_headers=extra_headers,
+    )
+
+
+def assemble(
+    *,
+    settings: ComposeSettings,
+    to: Address,
+    subject: str,
+    date: datetime,
+    message_id: str,
+    boundary_seed: str,
+    text: str,
+    html: str | None,
+    attachments: Sequence[Attachment] = (),
+    images: Sequence[InlineImage] = (),
+    sender: Address | None = None,
+    reply_headers: Sequence[tuple[str, str]] = (),
+    auto_submitted: str = AUTO_SUBMITTED,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """One mail as bytes: ``text`` (and ``html`` with ``images`` related to it, when given; without
+    HTML the images become attachments after the others), then ``attachments``.
+
+    Headers in order: From (``sender``, else the settings'), Reply-To, To, Subject, Date, Message-ID,
+    ``reply_headers`` (In-Reply-To, References), Auto-Submitted (RFC 3834: ``auto_submitted``),
+    ``extra_headers``.  MIME boundaries come from ``boundary_seed``, so the bytes are the same for the
+    same input."""
     body = MIMEPart(policy=policy.SMTP)
-    _text_part(body, _render_text(body_lines, fields), "plain", alternative=False)
-    if settings.html:
-        _text_part(body, _render_html(subject, body_lines, fields, images), "html", alternative=True)
+    _text_part(body, text, "plain", alternative=False)
+    if html is not None:
+        _text_part(body, html, "html", alternative=True)
         html_part = body.get_body(("html",))
         assert html_part is not None
         for img in images:  # RFC 2387 multipart/related: the HTML and the images it shows
@@ -279,14 +320,16 @@ def _assemble(
         body.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
 
     msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = _address(settings.from_addr, settings.from_name)
+    msg["From"] = sender if sender is not None else _address(settings.from_addr, settings.from_name)
     if settings.reply_to:
         msg["Reply-To"] = _address(settings.reply_to)
-    msg["To"] = _address(to)
+    msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(date.astimezone(settings.zone))
     msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = AUTO_SUBMITTED
+    for name, value in reply_headers:
+        msg[name] = value
+    msg["Auto-Submitted"] = auto_submitted
     for name, value in extra_headers:
         msg[name] = value
     msg["MIME-Version"] = "1.0"
