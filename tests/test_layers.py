@@ -40,7 +40,7 @@ ALLOWED = {
     "mwi": {"sip", "store", "config", "log"},
     "mailgate": {"store", "render", "directory", "config", "log"},
     "pipeline": {"store", "mailgate", "render", "directory", "config", "log"},
-    "sms": {"config", "log"},
+    "sms": {"mailgate", "config", "log"},
     "outbound": {"store", "mailgate", "render", "fax", "directory", "config", "log"},
 }
 

@@ -86,6 +86,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
+from ums.mailgate.flowed import unflow
 from ums.render.cover import CoverInfo, render_cover
 from ums.render.documents import (
     OFFICE_EXTENSIONS,
@@ -240,37 +241,6 @@ class FaxDocument:
 # -- text clean-up -------------------------------------------------------------------------------------
 
 
-def _unflow(text: str, delsp: bool) -> str:
-    """RFC 3676 §4.2: join soft line breaks (a line ending in a space) within one quote depth."""
-    out: list[str] = []
-    pending: str | None = None
-    pending_depth = 0
-    for raw in text.split("\n"):
-        depth = len(raw) - len(raw.lstrip(">"))
-        line = raw[depth:]
-        if line.startswith(" "):  # §4.4 space-stuffing
-            line = line[1:]
-        prefix = ">" * depth + (" " if depth else "")
-        if line == "-- " and depth == 0:  # §4.3: the signature separator is never flowed
-            if pending is not None:
-                out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
-            pending = None
-            out.append(line)
-            continue
-        if pending is not None and depth == pending_depth:
-            line = pending + line
-        elif pending is not None:
-            out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
-        pending = None
-        if line.endswith(" ") and line != "-- ":
-            pending, pending_depth = (line[:-1] if delsp else line), depth
-            continue
-        out.append(prefix + line)
-    if pending is not None:
-        out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
-    return "\n".join(out)
-
-
 def _boilerplate_pattern(text: str) -> re.Pattern[str] | None:
     words = text.split()
     return re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE) if words else None
@@ -282,7 +252,7 @@ def clean_text(
     """The mail text as it is faxed: unflowed, signature cut, taglines and boilerplate removed, trimmed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if flowed:
-        text = _unflow(text, delsp)
+        text = unflow(text, delsp)
     lines = text.split("\n")
     for index, line in enumerate(lines):
         if line in ("-- ", "--"):
@@ -586,7 +556,7 @@ def _forwarded_text(inner: Message) -> tuple[bytes, str]:
         flowed = str(walk.plain.get_param("format", "") or "").lower() == "flowed"
         delsp = str(walk.plain.get_param("delsp", "") or "").lower() == "yes"
         body = _text_content(walk.plain).replace("\r\n", "\n")
-        body = _unflow(body, delsp) if flowed else body
+        body = unflow(body, delsp) if flowed else body
         text += "\n\n" + "\n".join(line.rstrip() for line in body.strip("\n").split("\n"))
     return text.encode("utf-8"), "text/plain; charset=utf-8"
 

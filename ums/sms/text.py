@@ -43,6 +43,8 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Final
 
+from ums.mailgate.flowed import unflow
+
 __all__ = ["NOTHING_TO_SEND", "EmptySms", "clean_sms_text", "html_to_text", "sms_text_from_mail"]
 
 NOTHING_TO_SEND: Final = "nothing to send: the mail has no text"
@@ -190,31 +192,6 @@ def html_to_text(html: str) -> str:
 # -- text ----------------------------------------------------------------------------------------------
 
 
-def _unflow(text: str, delsp: bool) -> str:
-    """RFC 3676 §4.2: join soft line breaks (a line ending in a space) within one quote depth."""
-    out: list[str] = []
-    pending: str | None = None
-    pending_depth = 0
-    for raw in text.split("\n"):
-        depth = len(raw) - len(raw.lstrip(">"))
-        line = raw[depth:]
-        if line.startswith(" "):  # §4.4 space-stuffing
-            line = line[1:]
-        if pending is not None and (depth != pending_depth or line == "-- "):
-            out.append(">" * pending_depth + pending)
-            pending = None
-        if pending is not None:
-            line = pending + line
-            pending = None
-        if line.endswith(" ") and line != "-- ":  # §4.3: the signature separator is never flowed
-            pending, pending_depth = (line[:-1] if delsp else line), depth
-            continue
-        out.append(">" * depth + line)
-    if pending is not None:
-        out.append(">" * pending_depth + pending)
-    return "\n".join(out)
-
-
 def _is_tagline(line: str) -> bool:
     return bool(_TAGLINE.fullmatch(line)) and bool(_TAGLINE_DEVICE.search(line))
 
@@ -340,7 +317,7 @@ def sms_text_from_mail(msg: EmailMessage | bytes, *, max_chars: int = 1000) -> s
             content = html_to_text(content)
         elif str(part.get_param("format", "") or "").lower() == "flowed":
             delsp = str(part.get_param("delsp", "") or "").lower() == "yes"
-            content = _unflow(content.replace("\r\n", "\n"), delsp)
+            content = unflow(content.replace("\r\n", "\n"), delsp)
         text = clean_sms_text(content)
         if text:
             return _truncate(text, max_chars)
