@@ -34,6 +34,8 @@ __all__ = [
     "Mailbox",
     "ServerSettings",
     "SipSettings",
+    "SmppConfig",
+    "SmsConfig",
     "load_config",
     "parse_config",
 ]
@@ -47,6 +49,7 @@ T38Reinvite = Literal["never", "after_ced"]
 DialFormat = Literal["e164", "national", "international"]
 FaxNotify = Literal["final", "each", "none"]
 FaxResolution = Literal["standard", "fine", "superfine"]
+SmsTransportName = Literal["sip", "smpp"]
 
 
 class ConfigError(ValueError):
@@ -234,6 +237,67 @@ class FaxGatewayConfig:
 
 
 @dataclass(frozen=True)
+class SmppConfig:
+    """``[sms.smpp]``: the SMSC that ``transport = "smpp"`` binds to (SMPP v3.4 bind_transceiver)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    #: type of number / numbering plan of our and the far numbers (1/1: international, ISDN)
+    source_ton: int = 1
+    source_npi: int = 1
+    dest_ton: int = 1
+    dest_npi: int = 1
+    #: submit_sm outstanding at once
+    window: int = 10
+    #: seconds between enquire_link
+    enquire_link: float = 30.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    submit_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    """``[sms]``: texts in (to a mailbox number) and out (mail to NUMBER@sms domain).
+
+    Who may send and which numbers are refused come from ``[fax_gateway]`` (senders,
+    deny_senders, allow_authenticated, deny, allow and the dial plan): one policy for both.
+    """
+
+    enabled: bool = False
+    transport: SmsTransportName = "sip"
+    #: gateway domains: every local part there is a mobile number ("+491512345678@sms.example.com")
+    domains: tuple[str, ...] = ()
+    #: ordinary mail domains where "sms=NUMBER@domain" reaches the gateway (with prefix_forms)
+    local_domains: tuple[str, ...] = ()
+    prefix_forms: bool = True
+    subdomain_form: bool = False
+    #: our number shown to the recipient (SIP From user, SMPP source_addr); empty: none / the account's
+    sender: str = ""
+    #: SIP: texts go to "sip:<number>@host:port" ...
+    trunk: str = "sip:127.0.0.1:5080"
+    #: ... or through this [[accounts]] entry
+    account: str = ""
+    #: numbers the far end writes before a mailbox number (a DID block, "+4989123456"): "+498912345610"
+    #: reaches mailbox "10"
+    did_prefixes: tuple[str, ...] = ()
+    #: the longest text taken from a mail (characters; longer texts are cut with "...")
+    max_chars: int = 1000
+    max_concurrent: int = 4
+    #: temporary failures: seconds before the next try (the last value repeats)
+    retry_intervals: tuple[float, ...] = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0)
+    max_tries: int = 8
+    #: a text not sent after this many seconds fails
+    expire: float = 86400.0
+    #: days finished jobs stay in the archive
+    keep_days: float = 30.0
+    smpp: SmppConfig = field(default_factory=SmppConfig)
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     #: Celery broker URL; empty = embedded (kombu filesystem transport under the data directory)
     broker: str = ""
@@ -308,6 +372,7 @@ class Config:
     mwi: MwiSettings = field(default_factory=MwiSettings)
     fax: FaxConfig = field(default_factory=FaxConfig)
     fax_gateway: FaxGatewayConfig = field(default_factory=FaxGatewayConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
 
     def mailbox_for(self, number: str) -> Mailbox | None:
         for mb in self.mailboxes:
@@ -673,6 +738,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     fax_gateway = _read_fax_gateway(
         _Reader(source, "fax_gateway", top._pop("fax_gateway", dict, {}, False)), base, mail, accounts
     )
+    sms = _read_sms(_Reader(source, "sms", top._pop("sms", dict, {}, False)), mail, accounts, fax_gateway)
     top.done()
     return Config(
         source=source,
@@ -687,6 +753,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         mwi=mwi,
         fax=fax,
         fax_gateway=fax_gateway,
+        sms=sms,
     )
 
 
@@ -759,11 +826,7 @@ def _read_fax_gateway(
     if cfg.account and cfg.account not in {a.name for a in accounts}:
         g.fail("account", f"no [[accounts]] entry named {cfg.account!r}")
     if not cfg.account:
-        host, sep, port = cfg.trunk.removeprefix("sip:").rpartition(":")
-        if not cfg.trunk.startswith("sip:") or "@" in cfg.trunk or not (sep and host and port.isdigit()):
-            g.fail("trunk", f"must be 'sip:host:port', got {cfg.trunk!r}")
-        if not 0 < int(port) < 65536:
-            g.fail("trunk", f"bad port in {cfg.trunk!r}")
+        _check_trunk(g, cfg.trunk)
     if len(cfg.ident) > 20 or not all(ch.isdigit() or ch in "+ " for ch in cfg.ident):
         g.fail("ident", f"must be digits, '+' and spaces, 20 characters at most, got {cfg.ident!r}")
     if cfg.enabled:
@@ -774,6 +837,89 @@ def _read_fax_gateway(
         if not (cfg.senders or cfg.allow_authenticated):
             g.fail("senders", 'nobody may send: give senders (e.g. ["@example.com"]) or allow_authenticated')
     g.done()
+    return cfg
+
+
+def _check_trunk(r: _Reader, trunk: str) -> None:
+    host, sep, port = trunk.removeprefix("sip:").rpartition(":")
+    if not trunk.startswith("sip:") or "@" in trunk or not (sep and host and port.isdigit()):
+        r.fail("trunk", f"must be 'sip:host:port', got {trunk!r}")
+    if not 0 < int(port) < 65536:
+        r.fail("trunk", f"bad port in {trunk!r}")
+
+
+def _read_sms(
+    r: _Reader, mail: MailSettings, accounts: list[Account], fax_gateway: FaxGatewayConfig
+) -> SmsConfig:
+    """``[sms]`` and ``[sms.smpp]``."""
+    default = SmsConfig()
+    p = _Reader(r.source, r.key("smpp"), r._pop("smpp", dict, {}, False))
+    sd = SmppConfig()
+    smpp = SmppConfig(
+        host=p.text("host", sd.host),
+        port=p.integer("port", sd.port, 1, 65535),
+        system_id=p.text("system_id", ""),
+        password=p.text("password", ""),
+        system_type=p.text("system_type", ""),
+        source_ton=p.integer("source_ton", sd.source_ton, 0, 6),
+        source_npi=p.integer("source_npi", sd.source_npi, 0, 18),
+        dest_ton=p.integer("dest_ton", sd.dest_ton, 0, 6),
+        dest_npi=p.integer("dest_npi", sd.dest_npi, 0, 18),
+        window=p.integer("window", sd.window, 1, 1000),
+        enquire_link=p.number("enquire_link", sd.enquire_link, 1.0, 3600.0),
+        reconnect_min=p.number("reconnect_min", sd.reconnect_min, 0.1, 3600.0),
+        reconnect_max=p.number("reconnect_max", sd.reconnect_max, 0.1, 86400.0),
+        submit_timeout=p.number("submit_timeout", sd.submit_timeout, 0.5, 600.0),
+    )
+    if len(smpp.system_id) > 15:
+        p.fail("system_id", "must be at most 15 characters (SMPP v3.4 §5.2.1)")
+    if len(smpp.password) > 8:
+        p.fail("password", "must be at most 8 characters (SMPP v3.4 §5.2.2)")
+    if smpp.reconnect_max < smpp.reconnect_min:
+        p.fail("reconnect_max", "must not be less than reconnect_min")
+    p.done()
+    intervals = r.items("retry_intervals", list(default.retry_intervals))
+    for i, v in enumerate(intervals):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 86400:
+            r.fail(f"retry_intervals[{i}]", f"must be seconds between 0 and 86400, got {v!r}")
+    cfg = SmsConfig(
+        enabled=r.flag("enabled", False),
+        transport=cast(SmsTransportName, r.choice("transport", "sip", ("sip", "smpp"))),
+        domains=tuple(d.lower() for d in _strings(r, "domains", ())),
+        local_domains=tuple(d.lower() for d in _strings(r, "local_domains", ())),
+        prefix_forms=r.flag("prefix_forms", True),
+        subdomain_form=r.flag("subdomain_form", False),
+        sender=r.text("sender", ""),
+        trunk=r.text("trunk", default.trunk),
+        account=r.text("account", ""),
+        did_prefixes=_strings(r, "did_prefixes", ()),
+        max_chars=r.integer("max_chars", default.max_chars, 1, 100_000),
+        max_concurrent=r.integer("max_concurrent", default.max_concurrent, 1, 1000),
+        retry_intervals=tuple(float(v) for v in intervals) or default.retry_intervals,
+        max_tries=r.integer("max_tries", default.max_tries, 1, 1000),
+        expire=r.number("expire", default.expire, 1.0, 86400.0 * 30),
+        keep_days=r.number("keep_days", default.keep_days, 0.0, 3650.0),
+        smpp=smpp,
+    )
+    if cfg.sender and not (cfg.sender.lstrip("+").isdigit() or cfg.sender.isalnum()):
+        r.fail("sender", f"must be a number (digits, a leading '+') or a short name, got {cfg.sender!r}")
+    if cfg.account and cfg.account not in {a.name for a in accounts}:
+        r.fail("account", f"no [[accounts]] entry named {cfg.account!r}")
+    if not cfg.account:
+        _check_trunk(r, cfg.trunk)
+    if cfg.enabled:
+        if not mail.listen:
+            r.fail("enabled", "needs [mail] listen (the SMTP address the gateway receives mail on)")
+        if not (cfg.domains or (cfg.prefix_forms and cfg.local_domains) or cfg.subdomain_form):
+            r.fail("domains", 'no address reaches the gateway: give domains (e.g. ["sms.example.com"])')
+        if not (fax_gateway.senders or fax_gateway.allow_authenticated):
+            r.fail(
+                "enabled",
+                "nobody may send: [fax_gateway] senders (or allow_authenticated) say who may send SMS too",
+            )
+        if cfg.transport == "smpp" and not smpp.system_id:
+            p.fail("system_id", 'is required with [sms] transport = "smpp"')
+    r.done()
     return cfg
 
 

@@ -290,3 +290,68 @@ def test_smtp_listener_tls_and_auth_users() -> None:
         parse_config({"mail": {"listen": "127.0.0.1:2525", "listen_tls_cert": "c.pem"}})
     with pytest.raises(ConfigError, match=r"mail\.users\.bob: must be a non-empty password"):
         parse_config({"mail": {"listen": "127.0.0.1:2525", "users": {"bob": ""}}})
+
+
+def test_sms_in_the_quick_start() -> None:
+    s = load_config(EXAMPLE).sms
+    assert s.enabled and s.transport == "sip"
+    assert s.domains == ("sms.example.com",) and s.trunk == "sip:127.0.0.1:5080"
+    assert s.sender == "+49301234500" and s.max_tries == 8
+
+
+def test_sms_defaults_and_smpp_values() -> None:
+    assert not parse_config({}).sms.enabled
+    cfg = parse_config(
+        {
+            "mail": {"listen": "127.0.0.1:2525"},
+            "fax_gateway": {"senders": ["@example.com"]},
+            "sms": {
+                "enabled": True,
+                "transport": "smpp",
+                "domains": ["SMS.Example.com"],
+                "did_prefixes": ["+4930123450"],
+                "retry_intervals": [10, 20.5],
+                "smpp": {"host": "smsc", "port": 2776, "system_id": "ums", "password": "pw", "window": 5},
+            },
+        }
+    )
+    s = cfg.sms
+    assert s.domains == ("sms.example.com",) and s.did_prefixes == ("+4930123450",)
+    assert s.retry_intervals == (10.0, 20.5)
+    assert (s.smpp.host, s.smpp.port, s.smpp.system_id, s.smpp.window) == ("smsc", 2776, "ums", 5)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"transport": "http"}, "sms.transport: must be one of sip, smpp"),
+        ({"trunk": "127.0.0.1:5080"}, "sms.trunk: must be 'sip:host:port'"),
+        ({"account": "nope"}, "sms.account: no [[accounts]] entry named 'nope'"),
+        ({"enabled": True, "domains": ["s.x"]}, "sms.enabled: needs [mail] listen"),
+        ({"retry_intervals": [-1]}, "sms.retry_intervals[0]: must be seconds"),
+        ({"sender": "a b"}, "sms.sender: must be a number"),
+        ({"smpp": {"system_id": "x" * 16}}, "sms.smpp.system_id: must be at most 15 characters"),
+        ({"smpp": {"password": "123456789"}}, "sms.smpp.password: must be at most 8 characters"),
+        ({"smpp": {"port": 0}}, "sms.smpp.port: must be between 1 and 65535"),
+        ({"smpp": {"colour": "red"}}, "sms.smpp.colour: unknown key"),
+    ],
+)
+def test_sms_errors(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sms": section}, "t.toml")
+    assert message in str(info.value)
+
+
+def test_sms_needs_senders_and_an_smpp_system_id() -> None:
+    base = {"mail": {"listen": "127.0.0.1:2525"}}
+    with pytest.raises(ConfigError, match="nobody may send"):
+        parse_config({**base, "sms": {"enabled": True, "domains": ["s.x"]}}, "t.toml")
+    with pytest.raises(ConfigError, match="sms.smpp.system_id: is required"):
+        parse_config(
+            {
+                **base,
+                "fax_gateway": {"senders": ["*"]},
+                "sms": {"enabled": True, "domains": ["s.x"], "transport": "smpp"},
+            },
+            "t.toml",
+        )

@@ -70,6 +70,7 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, AnyStr, Protocol
 
@@ -77,7 +78,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from ums.log import kv
 
-__all__ = ["GatewayHandler", "Reject", "SmtpGateway", "SmtpInSettings"]
+__all__ = ["GatewayHandler", "GatewayRouter", "Reject", "RoutedHandler", "SmtpGateway", "SmtpInSettings"]
 
 log = logging.getLogger("ums.mailgate.smtp_in")
 
@@ -201,6 +202,63 @@ class GatewayHandler(Protocol):
 
     def authenticate(self, user: str, password: str) -> bool:
         """AUTH PLAIN / LOGIN, on the event loop; True lets the client in."""
+
+
+class RoutedHandler(GatewayHandler, Protocol):
+    """A gateway that can tell whether a recipient address is its own."""
+
+    def claims(self, rcpt: str) -> bool:
+        """True when ``rcpt`` is one of this gateway's addresses (checked or not)."""
+        ...
+
+
+class GatewayRouter:
+    """One listener in front of several gateways (fax, SMS): each recipient goes to the one claiming it.
+
+    MAIL FROM passes when one gateway takes the sender; each RCPT TO is then checked by the gateway it
+    belongs to, sender included, so a sender allowed for fax only is refused at RCPT for an SMS address.
+    At the end of DATA each gateway gets its own recipients, one after the other: when a later one fails
+    the client gets a temporary error and sends the mail again, and the earlier gateways see it twice.
+    """
+
+    def __init__(self, handlers: Sequence[RoutedHandler]) -> None:
+        if not handlers:
+            raise ValueError("a router needs at least one gateway")
+        self.handlers = tuple(handlers)
+
+    def _owner(self, rcpt: str) -> RoutedHandler | None:
+        return next((h for h in self.handlers if h.claims(rcpt)), None)
+
+    def check_sender(self, mail_from: str, auth_user: str | None) -> None:
+        first: Reject | None = None
+        for handler in self.handlers:
+            try:
+                handler.check_sender(mail_from, auth_user)
+                return
+            except Reject as reject:
+                first = first or reject
+        assert first is not None
+        raise first
+
+    def check_recipient(self, rcpt: str, mail_from: str, auth_user: str | None) -> None:
+        owner = self._owner(rcpt)
+        if owner is None:
+            raise Reject(550, f"no such gateway address: {rcpt.strip().strip('<>')}")
+        owner.check_sender(mail_from, auth_user)
+        owner.check_recipient(rcpt, mail_from, auth_user)
+
+    def accept(self, mail_from: str, rcpts: list[str], data: bytes, auth_user: str | None, peer: str) -> None:
+        groups: dict[int, list[str]] = {}
+        for rcpt in rcpts:
+            owner = self._owner(rcpt)
+            if owner is None:  # checked at RCPT; the configuration cannot change in between
+                raise Reject(550, f"no such gateway address: {rcpt.strip().strip('<>')}")
+            groups.setdefault(self.handlers.index(owner), []).append(rcpt)
+        for i, mine in sorted(groups.items()):
+            self.handlers[i].accept(mail_from, mine, data, auth_user, peer)
+
+    def authenticate(self, user: str, password: str) -> bool:
+        return any(h.authenticate(user, password) for h in self.handlers)
 
 
 def _one_line(text: str) -> str:

@@ -67,7 +67,10 @@ class MwiService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.sip.ua.accept_methods({"SUBSCRIBE"}, allow_events=["message-summary"])
+        ua = self.sip.ua
+        ua.accept_methods(
+            ua.local.accepted | {"SUBSCRIBE"}, allow_events=[*ua.local.allow_events, "message-summary"]
+        )
         await self.refresh_all(initial=True)
         self.notifier.start(self.sip.now())
         self.sip.kick()

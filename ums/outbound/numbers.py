@@ -74,6 +74,7 @@ __all__ = [
     "DenyList",
     "DialFormat",
     "DialPlan",
+    "deny_rules",
     "dial_string",
     "is_e164",
     "normalize",
@@ -330,3 +331,11 @@ class DenyList:
         if label is not None:
             return f"{label} {e164} is not allowed (deny rule {deny.pattern})"
         return f"number {e164} is not allowed (deny rule {deny.pattern})"
+
+
+def deny_rules(patterns: Sequence[str]) -> tuple[str, ...]:
+    """The deny rules with the entry ``"default"`` replaced by :data:`~ums.outbound.numbers.DEFAULT_DENY`."""
+    out: list[str] = []
+    for p in patterns:
+        out.extend(DEFAULT_DENY if p.strip().lower() == "default" else (p,))
+    return tuple(out)

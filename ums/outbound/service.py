@@ -63,7 +63,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -91,7 +91,7 @@ from ums.outbound.addresses import (
 )
 from ums.outbound.document import BadDocument, FaxDocument, Renderer, compose_document
 from ums.outbound.jobs import Action, Attempt, Cause, Decision, Job, JobState, RetryPolicy, Scheduler
-from ums.outbound.numbers import DEFAULT_DENY, BadNumber, DenyList, DialPlan, dial_string, normalize
+from ums.outbound.numbers import BadNumber, DenyList, DialPlan, deny_rules, dial_string, normalize
 from ums.render.cover import CoverInfo
 from ums.render.documents import render_document
 from ums.render.page import FaxPage, Resolution, thumbnail_png
@@ -165,14 +165,6 @@ class DialJob:
 Dialer = Callable[[DialJob], Awaitable[Attempt]]
 #: hands one composed mail to ``to`` (blocking; runs in a worker thread)
 ReportSender = Callable[[str, bytes], None]
-
-
-def deny_rules(patterns: Sequence[str]) -> tuple[str, ...]:
-    """The deny rules with the entry ``"default"`` replaced by :data:`~ums.outbound.numbers.DEFAULT_DENY`."""
-    out: list[str] = []
-    for p in patterns:
-        out.extend(DEFAULT_DENY if p.strip().lower() == "default" else (p,))
-    return tuple(out)
 
 
 def _compose_settings(mail: MailSettings) -> ComposeSettings:
@@ -482,6 +474,9 @@ class FaxGatewayService:
         reason = self.settings.senders.authorised(mail_from, auth_user)
         if reason is not None:
             raise Reject(550, reason)
+
+    def claims(self, rcpt: str) -> bool:
+        return parse_recipient(rcpt, self.settings.addressing) is not None
 
     def check_recipient(self, rcpt: str, mail_from: str, auth_user: str | None) -> None:
         self._recipient(rcpt)
