@@ -189,7 +189,9 @@ def attachment_filename(record: MessageRecord, ext: str, settings: ComposeSettin
 
 
 def _text_part(part: MIMEPart | EmailMessage, text: str, subtype: str, alternative: bool) -> None:
-    cte = "7bit" if text.isascii() else "quoted-printable"
+    # RFC 5322 §2.1.1: lines of at most 998 characters; 78 keeps every mail client happy
+    short = all(len(line) <= 78 for line in text.splitlines())
+    cte = "7bit" if text.isascii() and short else "quoted-printable"
     if alternative:
         part.add_alternative(text, subtype=subtype, charset="utf-8", cte=cte)
     else:

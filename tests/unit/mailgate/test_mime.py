@@ -182,6 +182,14 @@ def test_sms_mail_is_text_only() -> None:
     assert content.startswith("Call me back\nplease — thanks\n")
 
 
+def test_sms_mail_with_a_long_ascii_line_keeps_wire_lines_short() -> None:
+    text = "word " * 400  # one 2000-character ASCII line: 7bit would break RFC 5322's 998 limit
+    data = compose_sms(record(kind="sms", duration=None), text, ComposeSettings(html=False))
+    assert_wire_clean(data)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert parse(data).get_content().replace("\r\n", "\n").startswith(text.rstrip())
+
+
 def test_generic_compose_without_attachments_has_html_alternative() -> None:
     data = compose(record(), [], "Hello", ["line one", "", "<b>not bold</b>"], SETTINGS, [("Key", "a & b")])
     msg = parse(data)
