@@ -108,6 +108,10 @@ class SmsTransport(Protocol):
     async def stop(self) -> None:
         """Stop receiving and close connections (SMPP: unbind)."""
 
+    def ready(self) -> bool:
+        """True when a submit can go out now (SMPP: bound); the service holds its queue otherwise."""
+        ...
+
     async def submit(self, sms: OutgoingSms) -> SubmitResult:
         """Send one text; waits for the far end's answer (or a timeout: not accepted, temporary)."""
         ...
