@@ -62,7 +62,7 @@ class SubmitResult:
     #: refused: True when sending the same text again cannot help (bad number, text refused)
     permanent: bool = False
     reason: str = ""
-    #: parts sent (SMPP concatenation); 1 for SIP MESSAGE
+    #: parts sent (SMPP concatenation; SIP MESSAGEs of at most 1300 bytes each)
     parts: int = 1
 
 
