@@ -47,18 +47,21 @@ from ums.directory.lookup import Directory, DirectorySettings, NumberPlan, load_
 from ums.fax_t38.service import UdptlEndpoint
 from ums.log import kv, setup_logging
 from ums.mailgate.imap_service import ImapWatcher, stop_watchers, watchers_for
-from ums.mailgate.smtp_in import SmtpGateway, SmtpInSettings
+from ums.mailgate.smtp_in import GatewayHandler, GatewayRouter, RoutedHandler, SmtpGateway, SmtpInSettings
 from ums.media.service import MediaClock, PortPool, RtpEndpoint, RtpSettings
 from ums.mwi.service import MwiService
 from ums.outbound.jobs import Attempt, Cause
 from ums.outbound.service import DialJob, FaxGatewayService, GatewaySettings, job_store, mail_sender
-from ums.pipeline.app import smtp_settings
+from ums.pipeline.app import compose_settings, smtp_settings
 from ums.pipeline.worker import spawn_embedded_workers, stop_workers
 from ums.render.audio import decode_audio_file
 from ums.sip import events as sip_events
 from ums.sip.sdp import AudioParams
 from ums.sip.service import SipService
 from ums.sip.ua import UaSettings, UserAgent
+from ums.sms.service import SmsService, SmsSettings, sms_job_store
+from ums.sms.sip import SipMessageTransport, SipSmsSettings
+from ums.sms.transport import SmsTransport
 from ums.store.fax_pages import FaxSinkFactory
 from ums.store.index import MessageIndex
 from ums.store.models import MessageRecord
@@ -117,6 +120,8 @@ class Server:
         self.imap_watchers: list[ImapWatcher] = []
         self._background: set[asyncio.Future[object]] = set()
         self.fax_gateway: FaxGatewayService | None = None
+        self.sms: SmsService | None = None
+        self.sms_sip: SipMessageTransport | None = None
         self.smtp_in: SmtpGateway | None = None
 
     async def _open_media(
@@ -193,30 +198,97 @@ class Server:
         )
         return await self.calls.send_fax(request)
 
-    async def _start_fax_gateway(self) -> None:
-        cfg = self.config
-        settings = GatewaySettings.from_config(cfg)
-        send_report = mail_sender(smtp_settings(cfg.mail), cfg.mail.sender, cfg.server.data_dir / "maildir")
-        users = dict(cfg.mail.listen_users)
+    def _authenticator(self) -> tuple[bool, Callable[[str, str], bool]]:
+        users = dict(self.config.mail.listen_users)
 
         def authenticate(user: str, password: str) -> bool:
             known = users.get(user)
             return known is not None and hmac.compare_digest(known.encode(), password.encode())
 
-        self.fax_gateway = FaxGatewayService(
-            settings, job_store(cfg), self._send_fax, send_report, authenticate=authenticate
+        return bool(users), authenticate
+
+    def _report_sender(self) -> Callable[[str, bytes], None]:
+        cfg = self.config
+        return mail_sender(smtp_settings(cfg.mail), cfg.mail.sender, cfg.server.data_dir / "maildir")
+
+    def _fax_gateway_service(self) -> FaxGatewayService:
+        cfg = self.config
+        _, authenticate = self._authenticator()
+        return FaxGatewayService(
+            GatewaySettings.from_config(cfg),
+            job_store(cfg),
+            self._send_fax,
+            self._report_sender(),
+            authenticate=authenticate,
         )
-        await self.fax_gateway.start()
+
+    # -- SMS -----------------------------------------------------------------------------------------
+    def _sms_transport(self) -> SmsTransport:
+        cfg = self.config.sms
+        if cfg.transport == "smpp":
+            from ums.sms.smpp import SmppSettings, SmppTransport  # only with an SMSC
+
+            p = cfg.smpp
+            return SmppTransport(
+                SmppSettings(
+                    host=p.host,
+                    port=p.port,
+                    system_id=p.system_id,
+                    password=p.password,
+                    system_type=p.system_type,
+                    source_ton=p.source_ton,
+                    source_npi=p.source_npi,
+                    dest_ton=p.dest_ton,
+                    dest_npi=p.dest_npi,
+                    window=p.window,
+                    enquire_link=p.enquire_link,
+                    reconnect_min=p.reconnect_min,
+                    reconnect_max=p.reconnect_max,
+                    submit_timeout=p.submit_timeout,
+                )
+            )
+        assert self.sip is not None
+        self.sms_sip = SipMessageTransport(
+            self.sip,
+            SipSmsSettings(trunk=cfg.trunk, account=cfg.account, from_user=cfg.sender),
+            numbers=lambda user: self.sms.mailbox_number(user) if self.sms is not None else None,
+        )
+        return self.sms_sip
+
+    async def _start_sms(self) -> None:
+        cfg = self.config
+        _, authenticate = self._authenticator()
+        self.sms = SmsService(
+            SmsSettings.from_config(cfg, compose_settings(cfg.mail)),
+            sms_job_store(cfg),
+            self._sms_transport(),
+            self._report_sender(),
+            index=self.index,
+            mailboxes=cfg.mailboxes,
+            domain=self.domain,
+            announce=self._announce_record,
+            authenticate=authenticate,
+        )
+        await self.sms.start()
+
+    async def _start_smtp(self) -> None:
+        """The SMTP listener in front of the e-mail gateways that are enabled (fax, SMS)."""
+        handlers: list[RoutedHandler] = [h for h in (self.fax_gateway, self.sms) if h is not None]
+        if not handlers:
+            return
+        cfg = self.config
+        auth, _ = self._authenticator()
+        handler: GatewayHandler = handlers[0] if len(handlers) == 1 else GatewayRouter(handlers)
         host, _, port = cfg.mail.listen.rpartition(":")
         self.smtp_in = SmtpGateway(
             SmtpInSettings(
                 host=host.strip("[]"),
                 port=int(port),
-                auth=bool(users),
+                auth=auth,
                 tls_cert=cfg.mail.listen_tls_cert,
                 tls_key=cfg.mail.listen_tls_key,
             ),
-            self.fax_gateway,
+            handler,
         )
         await self.smtp_in.start()
 
@@ -350,7 +422,11 @@ class Server:
         await self.sip.start()
         await self.mwi.start()
         if self.config.fax_gateway.enabled:
-            await self._start_fax_gateway()
+            self.fax_gateway = self._fax_gateway_service()
+            await self.fax_gateway.start()
+        if self.config.sms.enabled:
+            await self._start_sms()
+        await self._start_smtp()
         if self.config.pipeline.workers > 0:
             self.workers = await loop.run_in_executor(
                 None,
@@ -383,6 +459,8 @@ class Server:
         assert self.calls is not None
         if self.mwi is not None and self.mwi.on_sip_event(event):
             return
+        if self.sms_sip is not None and self.sms_sip.on_sip_event(event):
+            return
         self.calls.on_sip_event(event)
 
     async def stop(self) -> None:
@@ -392,6 +470,8 @@ class Server:
             await self.smtp_in.stop()
         if self.fax_gateway is not None:
             await self.fax_gateway.stop()
+        if self.sms is not None:
+            await self.sms.stop()
         await self.calls.shutdown()
         loop = asyncio.get_running_loop()
         if self.imap_watchers:

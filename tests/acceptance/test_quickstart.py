@@ -7,7 +7,9 @@ the fax number 200, and one sent to the combined number 300 (voicemail answers, 
 switches the call to fax), each land in alice's Maildir as a PDF whose page is the sent page, pel
 for pel.  A mail from ``bob@example.com`` to ``+4930123456@fax.example.com`` through the SMTP
 gateway on 127.0.0.1:2525 is faxed to the trunk at 127.0.0.1:5080 (SpanDSP answering,
-:class:`tests.peers.faxanswer.AnswererThread`), and the success report lands in bob's Maildir.  The
+:class:`tests.peers.faxanswer.AnswererThread`), and the success report lands in bob's Maildir.  A SIP
+MESSAGE to 100 lands in alice's Maildir, and a mail to ``01511234567@sms.example.com`` reaches the
+trunk (a SIPp UAS on 5080) as a MESSAGE to ``+491511234567``, with a "sent" report to bob.  The
 configuration file is used unchanged (only ``--data-dir`` points into the test's folder), so these
 tests need the quick-start ports 5060 (UDP/TCP), 2525 and 5080 free.
 """
@@ -156,3 +158,51 @@ def test_quick_start_mail_to_fax_reaches_the_trunk_and_reports_to_the_sender(run
             assert "sent: 1 page" in str(report["Subject"]), report["Subject"]
         finally:
             assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]
+
+
+def test_quick_start_sms_both_ways(run_dir: Path) -> None:
+    require("sipp")
+    data = run_dir / "var"
+    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
+    server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+    try:
+        server.wait_udp_sip("127.0.0.1", 5060, 20)
+        server.wait_tcp("127.0.0.1", 2525, 20)
+        phone = sipp.run(
+            "sms_uac_message",
+            run_dir,
+            "phone",
+            remote=ADDRESS,
+            local_port=free_port(),
+            service="100",
+            calls=1,
+            variables={"from": "+4915112345678", "text": "Call me back, please."},
+            timeout_s=20,
+            wait_s=30,
+        )
+        assert phone.log_lines("answer 200"), phone.describe()
+        inbox = data / "maildir" / "alice@example.com" / "Maildir" / "new"
+        wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()), 20, what="the SMS in alice's Maildir")
+        (path,) = list(inbox.iterdir())
+        mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert mail["X-UMS-Kind"] == "sms" and "+49 151" in str(mail["Subject"]), mail["Subject"]
+
+        with sipp.start("sms_uas_message", run_dir, "trunk", local_port=5080, calls=1, timeout_s=40) as trunk:
+            msg = EmailMessage()
+            msg["From"] = "bob@example.com"
+            msg["To"] = "01511234567@sms.example.com"
+            msg["Subject"] = "Quick start SMS"
+            msg.set_content("On my way.\n")
+            with smtplib.SMTP("127.0.0.1", 2525, timeout=30) as smtp:
+                smtp.send_message(msg)
+            (line,) = trunk.wait_log("message to=", timeout=30)
+            assert "to=+491511234567" in line and "from=+49301234500" in line, line
+            assert trunk.log_lines("body=On my way."), trunk.describe()
+            assert trunk.wait(20) == 0, trunk.describe()
+        reports = data / "maildir" / "bob@example.com" / "Maildir" / "new"
+        wait_until(lambda: reports.is_dir() and any(reports.iterdir()), 30, what="the SMS report")
+        (rpath,) = list(reports.iterdir())
+        report = email.message_from_bytes(rpath.read_bytes(), policy=email.policy.default)
+        assert report["X-UMS-SMS-Result"] == "sent", report["Subject"]
+    finally:
+        assert server.stop(20) == 0, server.stderr_path.read_text()[-3000:]

@@ -105,6 +105,8 @@ class UmsConfig:
     fax: Mapping[str, Any] = field(default_factory=dict)
     #: [fax_gateway] keys (e-mail to fax) as given
     fax_gateway: Mapping[str, Any] = field(default_factory=dict)
+    #: [sms] keys as given ([sms.smpp] as an inline table: smpp = {...})
+    sms: Mapping[str, Any] = field(default_factory=dict)
     #: [directory.entries]: number -> name
     directory_entries: Mapping[str, str] = field(default_factory=dict)
     #: extra keys per mailbox number (notify = [...], name = "...", attachment = "wav")
@@ -174,7 +176,7 @@ def write_config(path: Path, cfg: UmsConfig) -> Path:
     mail: dict[str, Any] = {"from": "ums@example.com", "smarthost": ""}
     mail.update(cfg.mail)
     lines += ["[mail]", *(f"{k} = {_toml(v)}" for k, v in mail.items()), ""]
-    for section in ("voicemail", "pipeline", "mwi", "directory", "fax", "fax_gateway"):
+    for section in ("voicemail", "pipeline", "mwi", "directory", "fax", "fax_gateway", "sms"):
         table: Mapping[str, Any] = getattr(cfg, section)
         if table or (section == "directory" and cfg.directory_entries):
             lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in table.items()), ""]
