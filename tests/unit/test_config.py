@@ -346,7 +346,7 @@ def test_sms_needs_senders_and_an_smpp_system_id() -> None:
     base = {"mail": {"listen": "127.0.0.1:2525"}}
     with pytest.raises(ConfigError, match="nobody may send"):
         parse_config({**base, "sms": {"enabled": True, "domains": ["s.x"]}}, "t.toml")
-    with pytest.raises(ConfigError, match="sms.smpp.system_id: is required"):
+    with pytest.raises(ConfigError, match=r"sms\.smpp\.system_id: is required"):
         parse_config(
             {
                 **base,
