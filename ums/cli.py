@@ -65,7 +65,12 @@ def _mailbox(args: argparse.Namespace) -> int:
     with MessageIndex(path) as index:
         if args.action == "list":
             for rec in index.list(mailbox=number):
-                length = f"{rec.duration:.1f}s" if rec.duration is not None else f"{rec.pages or 0}p"
+                if rec.kind == "sms":
+                    length = f"{len(str(rec.meta.get('text', '')))}ch"
+                elif rec.duration is not None:
+                    length = f"{rec.duration:.1f}s"
+                else:
+                    length = f"{rec.pages or 0}p"
                 caller = rec.caller_name or rec.caller_number or "unknown"
                 print(
                     f"{rec.id}  {rec.mailbox:>8}  {rec.kind:5}  {rec.state:4}  {rec.delivery:9}  "

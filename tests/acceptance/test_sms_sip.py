@@ -99,6 +99,11 @@ def test_message_to_a_mailbox_number_is_mailed_to_the_owner(setup: Setup) -> Non
     assert mail.envelope_to == ("alice@example.com",), mail.envelope_to
     assert "Jane Doe" in mail.subject, mail.subject
     assert text in mail.body_text(), mail.body_text()
+    listing = setup.server.cli("mailbox", "list", "100")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [ln for ln in listing.stdout.splitlines() if " sms " in ln]
+    assert f"{len(text)}ch" in row and MOBILE in row, row
+    assert "mailbox 100: 1 new, 0 old" in listing.stdout, listing.stdout
 
 
 def test_message_to_an_unknown_number_gets_404_and_no_mail(setup: Setup) -> None:

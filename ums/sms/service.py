@@ -458,7 +458,8 @@ class SmsService:
             owner=mailbox.owner,
             kind="sms",
             caller_number=sms.sender,
-            meta={"text": sms.text, "via": sms.via, "ref": sms.ref},
+            # line breaks at the end are an artefact of the sender (SIPp, some gateways), not text
+            meta={"text": sms.text.rstrip("\r\n"), "via": sms.via, "ref": sms.ref},
         )
         await asyncio.to_thread(self.index.add, record)
         log.info(
