@@ -70,6 +70,8 @@ __all__ = [
     "Notify",
     "Resolution",
     "SenderPolicy",
+    "bare_address",
+    "header_text",
     "parse_options",
     "parse_recipient",
 ]
@@ -408,3 +410,20 @@ def parse_options(headers: Mapping[str, str] | Message) -> FaxOptions:
         cover_comment=comment or None,
         attach_document=attach,
     )
+
+
+def bare_address(address: str) -> str:
+    """An SMTP path without its angle brackets (``<a@b>`` -> ``a@b``)."""
+    return address.strip().removeprefix("<").removesuffix(">").strip()
+
+
+def header_text(headers: Message, name: str) -> str:
+    """A header's value on one line ("" when absent or unparseable), safe to write as UTF-8."""
+    try:
+        value = headers.get(name)
+    except (ValueError, IndexError):  # a header email cannot parse
+        return ""
+    if value is None:
+        return ""
+    # undecodable 8-bit bytes arrive as lone surrogates, which cannot be written as UTF-8
+    return " ".join(str(value).encode("utf-8", "replace").decode("utf-8").split())

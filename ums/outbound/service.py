@@ -67,7 +67,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.message import Message
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any, Final, cast
@@ -86,12 +85,15 @@ from ums.outbound.addresses import (
     GatewayRecipient,
     Notify,
     SenderPolicy,
+    bare_address,
+    header_text,
     parse_options,
     parse_recipient,
 )
 from ums.outbound.document import BadDocument, FaxDocument, Renderer, compose_document
 from ums.outbound.jobs import Action, Attempt, Cause, Decision, Job, JobState, RetryPolicy, Scheduler
 from ums.outbound.numbers import BadNumber, DenyList, DialPlan, deny_rules, dial_string, normalize
+from ums.outbound.policy import configured, deny_list, dial_plan, sender_policy
 from ums.render.cover import CoverInfo
 from ums.render.documents import render_document
 from ums.render.page import FaxPage, Resolution, thumbnail_png
@@ -205,15 +207,9 @@ class GatewaySettings:
     def from_config(cls, config: Config) -> GatewaySettings:
         """The settings of ``[fax_gateway]``; ``ValueError`` names the key of a bad value."""
         g = config.fax_gateway
-
-        def build(key: str, make: Callable[[], Any]) -> Any:
-            try:
-                return make()
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{config.source}: {key}: {exc}") from None
-
         return cls(
-            addressing=build(
+            addressing=configured(
+                config,
                 "fax_gateway.domains",
                 lambda: GatewayAddressing(
                     "fax",
@@ -223,25 +219,11 @@ class GatewaySettings:
                     subdomain_form=g.subdomain_form,
                 ),
             ),
-            senders=build(
-                "fax_gateway.senders",
-                lambda: SenderPolicy(
-                    allow=g.senders, deny=g.deny_senders, allow_authenticated=g.allow_authenticated
-                ),
-            ),
-            plan=build(
-                "fax_gateway",
-                lambda: DialPlan(
-                    country_code=g.country_code,
-                    area_code=g.area_code,
-                    national_prefix=g.national_prefix,
-                    international_prefix=g.international_prefix,
-                    outside_line=g.outside_line,
-                    dial_format=g.dial_format,
-                ),
-            ),
-            deny=build("fax_gateway.deny", lambda: DenyList(deny_rules(g.deny), allow=g.allow)),
-            policy=build(
+            senders=sender_policy(config),
+            plan=dial_plan(config),
+            deny=deny_list(config),
+            policy=configured(
+                config,
                 "fax_gateway",
                 lambda: RetryPolicy(
                     busy_interval=g.busy_interval,
@@ -255,7 +237,7 @@ class GatewaySettings:
                     max_dials=g.max_dials,
                 ),
             ),
-            compose=build("mail", lambda: _compose_settings(config.mail)),
+            compose=configured(config, "mail", lambda: _compose_settings(config.mail)),
             trunk=g.trunk,
             account=g.account,
             max_concurrent=g.max_concurrent,
@@ -367,10 +349,6 @@ def create_job(
         job.finished = now
         job.options["denied"] = True
     return job
-
-
-def _bare(address: str) -> str:
-    return address.strip().removeprefix("<").removesuffix(">").strip()
 
 
 def _now_text(now: float, compose: ComposeSettings) -> str:
@@ -487,7 +465,7 @@ class FaxGatewayService:
     def _recipient(self, rcpt: str) -> tuple[GatewayRecipient, str]:
         found = parse_recipient(rcpt, self.settings.addressing)
         if found is None:
-            raise Reject(550, f"no such fax address: {_bare(rcpt)}")
+            raise Reject(550, f"no such fax address: {bare_address(rcpt)}")
         try:
             number = normalize(found.number_text, self.settings.plan)
         except BadNumber as exc:
@@ -502,7 +480,7 @@ class FaxGatewayService:
         except BadOption as exc:
             raise Reject(554, str(exc)) from None
         now = self._clock()
-        sender = _bare(mail_from)
+        sender = bare_address(mail_from)
         targets = [self._recipient(rcpt) for rcpt in rcpts]  # all checked before anything is written
         jobs: list[Job] = []
         for found, number in targets:
@@ -513,10 +491,10 @@ class FaxGatewayService:
                 sender=sender,
                 now=now,
                 options=options,
-                subject=_header(headers, "Subject"),
-                message_id=_header(headers, "Message-ID"),
+                subject=header_text(headers, "Subject"),
+                message_id=header_text(headers, "Message-ID"),
                 attention=found.attention or _to_name(data, found.address, self.settings.addressing),
-                from_header=_header(headers, "From"),
+                from_header=header_text(headers, "From"),
             )
             try:
                 self.store.create(job, data)
@@ -897,17 +875,6 @@ def _dt(t: float) -> datetime:
 def _attempt_text(a: Attempt) -> str:
     text = _CAUSE_TEXT[a.cause]
     return f"{text}: {a.reason}" if a.reason and a.cause is not Cause.OK else text
-
-
-def _header(headers: Message, name: str) -> str:
-    try:
-        value = headers.get(name)
-    except (ValueError, IndexError):  # a header email cannot parse
-        return ""
-    if value is None:
-        return ""
-    # undecodable 8-bit bytes arrive as lone surrogates, which cannot be written as UTF-8
-    return " ".join(str(value).encode("utf-8", "replace").decode("utf-8").split())
 
 
 #: one ``display-name <addr-spec>`` entry of an address list header (the name may be quoted)

@@ -37,7 +37,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
-from email.message import Message
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,16 @@ from ums.log import kv
 from ums.mailgate.mime import ComposeSettings
 from ums.mailgate.sms_reports import compose_sms_report
 from ums.mailgate.smtp_in import Reject
-from ums.outbound.addresses import GatewayAddressing, GatewayRecipient, SenderPolicy, parse_recipient
-from ums.outbound.numbers import BadNumber, DenyList, DialPlan, deny_rules, dial_string, normalize
+from ums.outbound.addresses import (
+    GatewayAddressing,
+    GatewayRecipient,
+    SenderPolicy,
+    bare_address,
+    header_text,
+    parse_recipient,
+)
+from ums.outbound.numbers import BadNumber, DenyList, DialPlan, dial_string, normalize
+from ums.outbound.policy import configured, deny_list, dial_plan, sender_policy
 from ums.sms.jobs import SmsDecision, SmsJob, SmsRetryPolicy, SmsScheduler, SmsState, sms_report
 from ums.sms.text import EmptySms, sms_text_from_mail
 from ums.sms.transport import DeliveryReceipt, IncomingSms, OutgoingSms, SmsTransport, SubmitResult
@@ -84,16 +91,10 @@ class SmsSettings:
     @classmethod
     def from_config(cls, config: Config, compose: ComposeSettings) -> SmsSettings:
         """``[sms]`` with the sender policy, deny list and dial plan of ``[fax_gateway]``."""
-        s, g = config.sms, config.fax_gateway
-
-        def build(key: str, make: Callable[[], Any]) -> Any:
-            try:
-                return make()
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{config.source}: {key}: {exc}") from None
-
+        s = config.sms
         return cls(
-            addressing=build(
+            addressing=configured(
+                config,
                 "sms.domains",
                 lambda: GatewayAddressing(
                     "sms",
@@ -103,25 +104,11 @@ class SmsSettings:
                     subdomain_form=s.subdomain_form,
                 ),
             ),
-            senders=build(
-                "fax_gateway.senders",
-                lambda: SenderPolicy(
-                    allow=g.senders, deny=g.deny_senders, allow_authenticated=g.allow_authenticated
-                ),
-            ),
-            plan=build(
-                "fax_gateway",
-                lambda: DialPlan(
-                    country_code=g.country_code,
-                    area_code=g.area_code,
-                    national_prefix=g.national_prefix,
-                    international_prefix=g.international_prefix,
-                    outside_line="",
-                    dial_format="e164",
-                ),
-            ),
-            deny=build("fax_gateway.deny", lambda: DenyList(deny_rules(g.deny), allow=g.allow)),
-            policy=build(
+            senders=sender_policy(config),
+            plan=dial_plan(config, dial_format="e164", outside_line=False),
+            deny=deny_list(config),
+            policy=configured(
+                config,
                 "sms",
                 lambda: SmsRetryPolicy(intervals=s.retry_intervals, max_tries=s.max_tries, expire=s.expire),
             ),
@@ -137,20 +124,6 @@ class SmsSettings:
 def sms_job_store(config: Config) -> FaxJobStore[SmsJob]:
     """Where the outbound SMS jobs live: ``<data_dir>/outbound/sms``."""
     return FaxJobStore(Path(config.server.data_dir) / "outbound" / "sms", SmsJob.from_json)
-
-
-def _bare(address: str) -> str:
-    return address.strip().strip("<>").strip()
-
-
-def _header(headers: Message, name: str) -> str:
-    try:
-        value = headers.get(name)
-    except (ValueError, IndexError):
-        return ""
-    if value is None:
-        return ""
-    return " ".join(str(value).encode("utf-8", "replace").decode("utf-8").split())
 
 
 def _digits(number: str) -> str:
@@ -232,7 +205,7 @@ class SmsService:
     def _recipient(self, rcpt: str) -> tuple[GatewayRecipient, str]:
         found = parse_recipient(rcpt, self.settings.addressing)
         if found is None:
-            raise Reject(550, f"no such SMS address: {_bare(rcpt)}")
+            raise Reject(550, f"no such SMS address: {bare_address(rcpt)}")
         try:
             number = normalize(found.number_text, self.settings.plan)
         except BadNumber as exc:
@@ -247,7 +220,7 @@ class SmsService:
         except EmptySms as exc:
             raise Reject(554, str(exc)) from None
         now = self._clock()
-        sender = _bare(mail_from)
+        sender = bare_address(mail_from)
         targets = [self._recipient(rcpt) for rcpt in rcpts]
         jobs: list[SmsJob] = []
         for found, number in targets:
@@ -260,8 +233,8 @@ class SmsService:
                 dest=dial_string(number, self.settings.plan),
                 text=text,
                 sender=self.settings.sender,
-                subject=_header(headers, "Subject"),
-                message_id=_header(headers, "Message-ID"),
+                subject=header_text(headers, "Subject"),
+                message_id=header_text(headers, "Message-ID"),
                 transport=self.transport.name,
             )
             if refused is not None:
