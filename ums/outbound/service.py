@@ -63,7 +63,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -82,7 +82,6 @@ from ums.outbound.addresses import (
     BadOption,
     FaxOptions,
     GatewayAddressing,
-    GatewayRecipient,
     Notify,
     SenderPolicy,
     bare_address,
@@ -91,8 +90,9 @@ from ums.outbound.addresses import (
     parse_recipient,
 )
 from ums.outbound.document import BadDocument, FaxDocument, Renderer, compose_document
+from ums.outbound.gateway import MailGateway, TaskRunner, create_jobs, gateway_addressing
 from ums.outbound.jobs import Action, Attempt, Cause, Decision, Job, JobState, RetryPolicy, Scheduler
-from ums.outbound.numbers import BadNumber, DenyList, DialPlan, deny_rules, dial_string, normalize
+from ums.outbound.numbers import DenyList, DialPlan, deny_rules, dial_string
 from ums.outbound.policy import configured, deny_list, dial_plan, sender_policy
 from ums.render.cover import CoverInfo
 from ums.render.documents import render_document
@@ -126,7 +126,6 @@ log = logging.getLogger("ums.outbound")
 PAGES_FILE: Final = "pages.tif"
 THUMBNAIL_FILE: Final = "page1.png"
 CANCEL_FILE: Final = "cancel"
-_DAY: Final = 86400.0
 
 _CAUSE_TEXT: Final = {
     Cause.OK: "sent",
@@ -208,17 +207,7 @@ class GatewaySettings:
         """The settings of ``[fax_gateway]``; ``ValueError`` names the key of a bad value."""
         g = config.fax_gateway
         return cls(
-            addressing=configured(
-                config,
-                "fax_gateway.domains",
-                lambda: GatewayAddressing(
-                    "fax",
-                    domains=g.domains,
-                    prefix_forms=g.prefix_forms,
-                    local_domains=g.local_domains,
-                    subdomain_form=g.subdomain_form,
-                ),
-            ),
+            addressing=gateway_addressing(config, "fax_gateway", "fax", g),
             senders=sender_policy(config),
             plan=dial_plan(config),
             deny=deny_list(config),
@@ -399,7 +388,7 @@ def mail_sender(smtp: SmtpSettings | None, envelope_from: str, maildir_root: Pat
 # -- the service ---------------------------------------------------------------------------------------
 
 
-class FaxGatewayService:
+class FaxGatewayService(MailGateway):
     """The e-mail to fax gateway: SMTP handler, renderer, call runner and reporter.
 
     ``start()`` once on the running loop (it reads the job directory and starts the runner),
@@ -418,6 +407,7 @@ class FaxGatewayService:
         render: Renderer = render_document,
         authenticate: Callable[[str, str], bool] | None = None,
     ) -> None:
+        super().__init__(settings, kind="fax", authenticate=authenticate)
         self.settings = settings
         self.store = store
         self.scheduler = Scheduler(
@@ -430,11 +420,7 @@ class FaxGatewayService:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._render = render
-        self._authenticate = authenticate
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner = TaskRunner(log, "fax_gateway", clock)
         #: jobs this process handles (waiting, rendering, in a call, being reported), by id
         self._known: set[str] = set()
         self._rendering: set[str] = set()
@@ -443,85 +429,13 @@ class FaxGatewayService:
         #: the dialer task of each job in a call
         self._calls: dict[str, asyncio.Task[Attempt]] = {}
         self._last_scan = float("-inf")
-        self._last_prune = float("-inf")
         self._scan_now = False
-
-    # -- SMTP (GatewayHandler) ---------------------------------------------------------------
-
-    def check_sender(self, mail_from: str, auth_user: str | None) -> None:
-        reason = self.settings.senders.authorised(mail_from, auth_user)
-        if reason is not None:
-            raise Reject(550, reason)
-
-    def claims(self, rcpt: str) -> bool:
-        return parse_recipient(rcpt, self.settings.addressing) is not None
-
-    def check_recipient(self, rcpt: str, mail_from: str, auth_user: str | None) -> None:
-        self._recipient(rcpt)
-
-    def authenticate(self, user: str, password: str) -> bool:
-        return self._authenticate is not None and self._authenticate(user, password)
-
-    def _recipient(self, rcpt: str) -> tuple[GatewayRecipient, str]:
-        found = parse_recipient(rcpt, self.settings.addressing)
-        if found is None:
-            raise Reject(550, f"no such fax address: {bare_address(rcpt)}")
-        try:
-            number = normalize(found.number_text, self.settings.plan)
-        except BadNumber as exc:
-            raise Reject(550, f"{found.number_text}: {exc.reason}") from None
-        return found, number
-
-    def accept(self, mail_from: str, rcpts: list[str], data: bytes, auth_user: str | None, peer: str) -> None:
-        """One job per recipient, durable before return (runs in aiosmtpd's worker thread)."""
-        headers = BytesHeaderParser(policy=policy.default).parsebytes(data)
-        try:
-            options = parse_options(headers)
-        except BadOption as exc:
-            raise Reject(554, str(exc)) from None
-        now = self._clock()
-        sender = bare_address(mail_from)
-        targets = [self._recipient(rcpt) for rcpt in rcpts]  # all checked before anything is written
-        jobs: list[Job] = []
-        for found, number in targets:
-            job = create_job(
-                self.settings,
-                job_id=new_job_id(now, self._rng),
-                number=number,
-                sender=sender,
-                now=now,
-                options=options,
-                subject=header_text(headers, "Subject"),
-                message_id=header_text(headers, "Message-ID"),
-                attention=found.attention or _to_name(data, found.address, self.settings.addressing),
-                from_header=header_text(headers, "From"),
-            )
-            try:
-                self.store.create(job, data)
-            except BaseException:
-                for made in jobs:  # the client gets 451 and sends the mail again: no duplicates
-                    self.store.remove(made.id)
-                raise
-            jobs.append(job)
-            log.info(
-                kv(
-                    "fax_gateway.job_created",
-                    job=job.id,
-                    number=number,
-                    sender=sender,
-                    peer=peer,
-                    state=job.state.value,
-                    reason=job.final_reason or None,
-                )
-            )
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._take_new, jobs)
 
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self, *, run: bool = True) -> None:
         """Read the job directory (restart recovery), then start the runner (``run=False``: don't)."""
-        self._loop = asyncio.get_running_loop()
+        self._runner.attach()
         jobs = await asyncio.to_thread(self.store.load_all)
         now = self._clock()
         ready = [j for j in jobs if j.is_final or j.options.get("rendered")]
@@ -531,7 +445,7 @@ class FaxGatewayService:
         for job in result.requeued:
             await asyncio.to_thread(self.store.save, job)
         for job in result.finished:
-            self._spawn(self._finish(job))
+            self._runner.spawn(self._finish(job))
         for job in unrendered:
             self._spawn_render(job)
         log.info(
@@ -545,45 +459,22 @@ class FaxGatewayService:
         )
         self._scan_now = True
         if run:
-            self._runner = asyncio.create_task(self._run(), name="fax-gateway")
+            self._runner.start(
+                self.tick,
+                idle=lambda: self.settings.scan_interval,
+                next_wakeup=self.scheduler.next_wakeup,
+                name="fax-gateway",
+            )
 
     async def stop(self) -> None:
         """Stop the runner; calls in progress are hung up and dialled again after a restart."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in [*tasks, *([runner] if runner else [])]:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception(kv("fax_gateway.task_failed_at_stop"))
+        await self._runner.stop()
         log.info(kv("fax_gateway.stopped", calls=len(self._calls)))
 
     def rescan(self) -> None:
         """Look for new jobs and cancel requests in the job directory now (SIGHUP)."""
         self._scan_now = True
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.tick()
-            except Exception:
-                log.exception(kv("fax_gateway.tick_failed"))
-            timeout = self.settings.scan_interval
-            wake = self.scheduler.next_wakeup()
-            if wake is not None:
-                timeout = min(timeout, max(0.0, wake - self._clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
+        self._runner.wake()
 
     async def tick(self) -> None:
         """One step of the runner: scan the directory if due, prune if due, start the due calls."""
@@ -592,29 +483,55 @@ class FaxGatewayService:
             self._scan_now = False
             self._last_scan = now
             await self._scan(now)
-        if now - self._last_prune >= _DAY:
-            self._last_prune = now
-            removed = await asyncio.to_thread(self.store.prune, now, self.settings.keep_days)
-            if removed:
-                log.info(kv("fax_gateway.pruned", jobs=len(removed)))
+        await self._runner.prune(self.store, now, self.settings.keep_days)
         for job in self.scheduler.due(self._clock()):
-            self._spawn(self._call(job))
+            self._runner.spawn(self._call(job))
 
     async def drain(self) -> None:
         """Wait until no rendering, call or report is in progress."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._runner.drain()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+    # -- SMTP (GatewayHandler; the sender and recipient policy is MailGateway's) ------------------
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(kv("fax_gateway.task_failed", error=repr(task.exception())))
-        self._wake.set()
+    def accept(self, mail_from: str, rcpts: list[str], data: bytes, auth_user: str | None, peer: str) -> None:
+        """One job per recipient, durable before return (runs in aiosmtpd's worker thread)."""
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(data)
+        try:
+            options = parse_options(headers)
+        except BadOption as exc:
+            raise Reject(554, str(exc)) from None
+        now = self._clock()
+        sender = bare_address(mail_from)
+        targets = [self._recipient(rcpt) for rcpt in rcpts]  # all checked before anything is written
+        jobs = [
+            create_job(
+                self.settings,
+                job_id=new_job_id(now, self._rng),
+                number=number,
+                sender=sender,
+                now=now,
+                options=options,
+                subject=header_text(headers, "Subject"),
+                message_id=header_text(headers, "Message-ID"),
+                attention=found.attention or _to_name(data, found.address, self.settings.addressing),
+                from_header=header_text(headers, "From"),
+            )
+            for found, number in targets
+        ]
+        create_jobs(self.store, jobs, data)
+        for job in jobs:
+            log.info(
+                kv(
+                    "fax_gateway.job_created",
+                    job=job.id,
+                    number=job.number,
+                    sender=sender,
+                    peer=peer,
+                    state=job.state.value,
+                    reason=job.final_reason or None,
+                )
+            )
+        self._runner.from_thread(lambda: self._take_new(jobs))
 
     # -- new jobs --------------------------------------------------------------------------------
 
@@ -623,14 +540,14 @@ class FaxGatewayService:
         for job in jobs:
             self._known.add(job.id)
             if job.is_final:
-                self._spawn(self._finish(job))
+                self._runner.spawn(self._finish(job))
             else:
                 self._spawn_render(job)
 
     def _spawn_render(self, job: Job) -> None:
         self._known.add(job.id)
         self._rendering.add(job.id)
-        self._spawn(self._render_and_queue(job))
+        self._runner.spawn(self._render_and_queue(job))
 
     async def _render_and_queue(self, job: Job) -> None:
         try:
@@ -645,7 +562,7 @@ class FaxGatewayService:
         if job.id in self._cancel_pending:
             self._cancel_pending.discard(job.id)
             await self._apply_cancel(job.id, now)
-        self._wake.set()
+        self._runner.wake()
 
     def _render_blocking(self, job: Job) -> Job:
         now = self._clock()
@@ -674,7 +591,7 @@ class FaxGatewayService:
                 continue
             self._known.add(job.id)
             if job.is_final:
-                self._spawn(self._finish(job))
+                self._runner.spawn(self._finish(job))
             else:
                 self.scheduler.add(job, now)
                 log.info(kv("fax_gateway.job_found", job=job.id, number=job.number))

@@ -33,28 +33,21 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Any
 
 from ums.config import Config, Mailbox
 from ums.log import kv
 from ums.mailgate.mime import ComposeSettings
 from ums.mailgate.sms_reports import compose_sms_report
 from ums.mailgate.smtp_in import Reject
-from ums.outbound.addresses import (
-    GatewayAddressing,
-    GatewayRecipient,
-    SenderPolicy,
-    bare_address,
-    header_text,
-    parse_recipient,
-)
-from ums.outbound.numbers import BadNumber, DenyList, DialPlan, dial_string, normalize
+from ums.outbound.addresses import GatewayAddressing, SenderPolicy, bare_address, header_text
+from ums.outbound.gateway import MailGateway, TaskRunner, create_jobs, gateway_addressing
+from ums.outbound.numbers import DenyList, DialPlan, dial_string
 from ums.outbound.policy import configured, deny_list, dial_plan, sender_policy
 from ums.sms.jobs import SmsDecision, SmsJob, SmsRetryPolicy, SmsScheduler, SmsState, sms_report
 from ums.sms.text import EmptySms, sms_text_from_mail
@@ -68,7 +61,6 @@ __all__ = ["SmsService", "SmsSettings", "sms_job_store"]
 log = logging.getLogger("ums.sms")
 
 ReportSender = Callable[[str, bytes], None]
-_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -93,17 +85,7 @@ class SmsSettings:
         """``[sms]`` with the sender policy, deny list and dial plan of ``[fax_gateway]``."""
         s = config.sms
         return cls(
-            addressing=configured(
-                config,
-                "sms.domains",
-                lambda: GatewayAddressing(
-                    "sms",
-                    domains=s.domains,
-                    prefix_forms=s.prefix_forms,
-                    local_domains=s.local_domains,
-                    subdomain_form=s.subdomain_form,
-                ),
-            ),
+            addressing=gateway_addressing(config, "sms", "sms", s),
             senders=sender_policy(config),
             plan=dial_plan(config, dial_format="e164", outside_line=False),
             deny=deny_list(config),
@@ -130,7 +112,7 @@ def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
-class SmsService:
+class SmsService(MailGateway):
     """SMS in and out.  ``start()`` once on the running loop, ``stop()`` once."""
 
     name = "sms"
@@ -150,6 +132,7 @@ class SmsService:
         rng: random.Random | None = None,
         authenticate: Callable[[str, str], bool] | None = None,
     ) -> None:
+        super().__init__(settings, kind="SMS", authenticate=authenticate)
         self.settings = settings
         self.store = store
         self.transport = transport
@@ -163,12 +146,57 @@ class SmsService:
         self._send_report = send_report
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._authenticate = authenticate
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_prune = float("-inf")
+        self._runner = TaskRunner(log, "sms", clock)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self, *, run: bool = True) -> None:
+        """Restore the jobs on disk, start the transport and (``run``) the runner."""
+        self._runner.attach()
+        jobs = await asyncio.to_thread(self.store.load_all)
+        now = self._clock()
+        restored = self.scheduler.restore(jobs, now)
+        for job in restored.requeued:
+            await asyncio.to_thread(self.store.save, job)
+        for job in restored.finished:
+            self._runner.spawn(self._finish(job))
+        await self.transport.start(self.on_incoming, self.on_receipt)
+        log.info(kv("sms.started", transport=self.transport.name, jobs=len(jobs)))
+        if run:
+            self._runner.start(self.tick, idle=self._idle, next_wakeup=self.scheduler.next_wakeup, name="sms")
+
+    async def stop(self) -> None:
+        await self._runner.stop()
+        await self.transport.stop()
+        log.info(kv("sms.stopped"))
+
+    def _idle(self) -> float:
+        """How long the runner sleeps with nothing due: a transport that is down is retried soon."""
+        return 60.0 if self.transport.ready() else 1.0
+
+    async def tick(self) -> None:
+        """One step: receipt timeouts, pruning, and the submits that are due."""
+        now = self._clock()
+        for decision in self.scheduler.advance(now):
+            await self._after(decision)
+        await self._runner.prune(self.store, now, self.settings.keep_days)
+        if not self.transport.ready():  # an SMSC that is down does not use up the tries
+            return
+        for job in self.scheduler.due(self._clock()):
+            await asyncio.to_thread(self.store.save, job)
+            self._runner.spawn(self._submit(job))
+
+    async def drain(self) -> None:
+        await self._runner.drain()
+
+    def _take_new(self, jobs: list[SmsJob]) -> None:
+        now = self._clock()
+        for job in jobs:
+            if job.is_final:
+                self._runner.spawn(self._finish(job))
+            else:
+                self.scheduler.add(job, now)
+        self._runner.wake()
 
     # -- numbers ---------------------------------------------------------------------------------
 
@@ -186,31 +214,7 @@ class SmsService:
                 return digits[len(p) :]
         return None
 
-    # -- SMTP (RoutedHandler) --------------------------------------------------------------------
-
-    def claims(self, rcpt: str) -> bool:
-        return parse_recipient(rcpt, self.settings.addressing) is not None
-
-    def check_sender(self, mail_from: str, auth_user: str | None) -> None:
-        reason = self.settings.senders.authorised(mail_from, auth_user)
-        if reason is not None:
-            raise Reject(550, reason)
-
-    def check_recipient(self, rcpt: str, mail_from: str, auth_user: str | None) -> None:
-        self._recipient(rcpt)
-
-    def authenticate(self, user: str, password: str) -> bool:
-        return self._authenticate is not None and self._authenticate(user, password)
-
-    def _recipient(self, rcpt: str) -> tuple[GatewayRecipient, str]:
-        found = parse_recipient(rcpt, self.settings.addressing)
-        if found is None:
-            raise Reject(550, f"no such SMS address: {bare_address(rcpt)}")
-        try:
-            number = normalize(found.number_text, self.settings.plan)
-        except BadNumber as exc:
-            raise Reject(550, f"{found.number_text}: {exc.reason}") from None
-        return found, number
+    # -- SMTP (RoutedHandler; the sender and recipient policy is MailGateway's) ------------------
 
     def accept(self, mail_from: str, rcpts: list[str], data: bytes, auth_user: str | None, peer: str) -> None:
         """One job per recipient, durable before return (runs in aiosmtpd's worker thread)."""
@@ -239,13 +243,9 @@ class SmsService:
             )
             if refused is not None:
                 job = replace(job, state=SmsState.FAILED, reason=refused, finished=now)
-            try:
-                self.store.create(job, data)
-            except BaseException:
-                for made in jobs:
-                    self.store.remove(made.id)
-                raise
             jobs.append(job)
+        create_jobs(self.store, jobs, data)
+        for job, (_, number) in zip(jobs, targets, strict=True):
             log.info(
                 kv(
                     "sms.job_created",
@@ -255,101 +255,10 @@ class SmsService:
                     peer=peer,
                     chars=len(text),
                     state=job.state.value,
-                    reason=refused,
+                    reason=job.reason or None,
                 )
             )
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._take_new, jobs)
-
-    # -- life cycle ------------------------------------------------------------------------------
-
-    async def start(self, *, run: bool = True) -> None:
-        """Restore the jobs on disk, start the transport and (``run``) the runner."""
-        self._loop = asyncio.get_running_loop()
-        jobs = await asyncio.to_thread(self.store.load_all)
-        now = self._clock()
-        restored = self.scheduler.restore(jobs, now)
-        for job in restored.requeued:
-            await asyncio.to_thread(self.store.save, job)
-        for job in restored.finished:
-            self._spawn(self._finish(job))
-        await self.transport.start(self.on_incoming, self.on_receipt)
-        log.info(kv("sms.started", transport=self.transport.name, jobs=len(jobs)))
-        if run:
-            self._runner = asyncio.create_task(self._run(), name="sms")
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in [*tasks, *([runner] if runner else [])]:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception(kv("sms.task_failed_at_stop"))
-        await self.transport.stop()
-        log.info(kv("sms.stopped"))
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.tick()
-            except Exception:
-                log.exception(kv("sms.tick_failed"))
-            timeout = 60.0 if self.transport.ready() else 1.0
-            wake = self.scheduler.next_wakeup()
-            if wake is not None:
-                timeout = min(timeout, max(0.0, wake - self._clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-
-    async def tick(self) -> None:
-        """One step: receipt timeouts, pruning, and the submits that are due."""
-        now = self._clock()
-        for decision in self.scheduler.advance(now):
-            await self._after(decision)
-        if now - self._last_prune >= _DAY:
-            self._last_prune = now
-            removed = await asyncio.to_thread(self.store.prune, now, self.settings.keep_days)
-            if removed:
-                log.info(kv("sms.pruned", jobs=len(removed)))
-        if not self.transport.ready():  # an SMSC that is down does not use up the tries
-            return
-        for job in self.scheduler.due(self._clock()):
-            await asyncio.to_thread(self.store.save, job)
-            self._spawn(self._submit(job))
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(kv("sms.task_failed", error=repr(task.exception())))
-        self._wake.set()
-
-    def _take_new(self, jobs: list[SmsJob]) -> None:
-        now = self._clock()
-        for job in jobs:
-            if job.is_final:
-                self._spawn(self._finish(job))
-            else:
-                self.scheduler.add(job, now)
-        self._wake.set()
+        self._runner.from_thread(lambda: self._take_new(jobs))
 
     # -- out -------------------------------------------------------------------------------------
 
@@ -392,7 +301,7 @@ class SmsService:
         await asyncio.to_thread(self.store.save, job)
         if job.is_final:
             await self._finish(job)
-        self._wake.set()
+        self._runner.wake()
 
     async def _finish(self, job: SmsJob) -> None:
         """Report a finished job (once; a cancelled one gets none), then archive it."""
