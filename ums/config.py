@@ -257,6 +257,12 @@ class SmppConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
     submit_timeout: float = 10.0
+    #: ask for delivery receipts (registered_delivery 1) when the text asks for one
+    receipts: bool = True
+    #: seconds a part of a concatenated text from a handset waits for its siblings before it is answered
+    mo_part_hold: float = 5.0
+    #: seconds after its first part an incomplete concatenated text is dropped
+    mo_part_expiry: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -870,6 +876,9 @@ def _read_sms(
         reconnect_min=p.number("reconnect_min", sd.reconnect_min, 0.1, 3600.0),
         reconnect_max=p.number("reconnect_max", sd.reconnect_max, 0.1, 86400.0),
         submit_timeout=p.number("submit_timeout", sd.submit_timeout, 0.5, 600.0),
+        receipts=p.flag("receipts", sd.receipts),
+        mo_part_hold=p.number("mo_part_hold", sd.mo_part_hold, 0.5, 60.0),
+        mo_part_expiry=p.number("mo_part_expiry", sd.mo_part_expiry, 60.0, 86400.0),
     )
     if len(smpp.system_id) > 15:
         p.fail("system_id", "must be at most 15 characters (SMPP v3.4 §5.2.1)")

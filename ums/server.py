@@ -228,25 +228,7 @@ class Server:
         if cfg.transport == "smpp":
             from ums.sms.smpp import SmppSettings, SmppTransport  # only with an SMSC
 
-            p = cfg.smpp
-            return SmppTransport(
-                SmppSettings(
-                    host=p.host,
-                    port=p.port,
-                    system_id=p.system_id,
-                    password=p.password,
-                    system_type=p.system_type,
-                    source_ton=p.source_ton,
-                    source_npi=p.source_npi,
-                    dest_ton=p.dest_ton,
-                    dest_npi=p.dest_npi,
-                    window=p.window,
-                    enquire_link=p.enquire_link,
-                    reconnect_min=p.reconnect_min,
-                    reconnect_max=p.reconnect_max,
-                    submit_timeout=p.submit_timeout,
-                )
-            )
+            return SmppTransport(SmppSettings.from_config(cfg.smpp))
         assert self.sip is not None
         self.sms_sip = SipMessageTransport(
             self.sip,

@@ -321,6 +321,23 @@ def test_sms_defaults_and_smpp_values() -> None:
     assert (s.smpp.host, s.smpp.port, s.smpp.system_id, s.smpp.window) == ("smsc", 2776, "ums", 5)
 
 
+def test_smpp_receipts_and_handset_part_times() -> None:
+    d = parse_config({}).sms.smpp
+    assert (d.receipts, d.mo_part_hold, d.mo_part_expiry) == (True, 5.0, 3600.0)
+    smpp = {"receipts": False, "mo_part_hold": 0.5, "mo_part_expiry": 86400}
+    s = parse_config({"sms": {"smpp": smpp}}).sms.smpp
+    assert (s.receipts, s.mo_part_hold, s.mo_part_expiry) == (False, 0.5, 86400.0)
+    for key, value, problem in (
+        ("receipts", 1, "must be true or false"),
+        ("mo_part_hold", 0.4, "must be between 0.5 and 60.0"),
+        ("mo_part_hold", 61, "must be between 0.5 and 60.0"),
+        ("mo_part_expiry", 59, "must be between 60.0 and 86400.0"),
+        ("mo_part_expiry", 86401, "must be between 60.0 and 86400.0"),
+    ):
+        with pytest.raises(ConfigError, match=rf"sms\.smpp\.{key}: {problem}"):
+            parse_config({"sms": {"smpp": {key: value}}}, "t.toml")
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [

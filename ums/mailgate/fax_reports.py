@@ -48,11 +48,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import HeaderParseError
-from email.headerregistry import Address
 from typing import Final, Literal
 
-from ums.mailgate.mime import Attachment, ComposeSettings, InlineImage, assemble, format_duration
+from ums.mailgate.mime import (
+    AUTO_REPLIED,
+    Attachment,
+    ComposeSettings,
+    InlineImage,
+    assemble_reply,
+    clean_text,
+    format_duration,
+    render_html,
+    render_text,
+    report_time,
+)
 
 __all__ = [
     "AUTO_SUBMITTED",
@@ -68,11 +77,9 @@ __all__ = [
 ReportKind = Literal["success", "failure", "attempt"]
 
 #: RFC 3834 §5.1: "auto-replied" marks automatic responses to a message.
-AUTO_SUBMITTED: Final = "auto-replied"
+AUTO_SUBMITTED: Final = AUTO_REPLIED
 _KINDS: Final = ("success", "failure", "attempt")
 _UNSAFE: Final = re.compile(r"[^0-9A-Za-z._-]+")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_MSG_ID: Final = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
 @dataclass(frozen=True)
@@ -189,23 +196,14 @@ def _tries_text(n: int) -> str:
     return f"{n} {'try' if n == 1 else 'tries'}"
 
 
-def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text).strip()
-
-
 def _hhmm(t: datetime, settings: ComposeSettings) -> str:
     return f"{t.astimezone(settings.zone):%H:%M}"
 
 
-def _local_time(t: datetime, settings: ComposeSettings) -> str:
-    local = t.astimezone(settings.zone)
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
-
-
 def report_subject(report: FaxReport, settings: ComposeSettings) -> str:
     """The report's Subject, e.g. ``Fax to +49 30 123456 failed: busy (3 tries)``."""
-    dest = _clean(report.destination) or "unknown number"
-    reason = _clean(report.reason)
+    dest = clean_text(report.destination) or "unknown number"
+    reason = clean_text(report.reason)
     if report.kind == "success":
         return f"Fax to {dest} sent: {_plural(report.pages_sent or report.pages_total, 'page')}"
     if report.kind == "failure":
@@ -222,13 +220,6 @@ def report_message_id(report: FaxReport, settings: ComposeSettings) -> str:
     return f"<fax-{job}-{report.kind}-{report.tries}@{settings.domain}>"
 
 
-def _original_id(report: FaxReport) -> str:
-    value = _clean(report.original_message_id)
-    if value and not value.startswith("<"):
-        value = f"<{value}>"
-    return value if _MSG_ID.fullmatch(value) else ""
-
-
 def _pages_text(report: FaxReport) -> str:
     if report.pages_total and report.pages_sent != report.pages_total:
         return f"{report.pages_sent} of {report.pages_total}"
@@ -236,11 +227,11 @@ def _pages_text(report: FaxReport) -> str:
 
 
 def _fields(report: FaxReport, settings: ComposeSettings) -> list[tuple[str, str]]:
-    fields: list[tuple[str, str]] = [("Fax number", _clean(report.destination) or "unknown")]
+    fields: list[tuple[str, str]] = [("Fax number", clean_text(report.destination) or "unknown")]
     if report.original_subject.strip():
-        fields.append(("Your mail", _clean(report.original_subject)))
+        fields.append(("Your mail", clean_text(report.original_subject)))
     result = {"success": "sent", "failure": "failed", "attempt": "not sent yet"}[report.kind]
-    reason = _clean(report.reason)
+    reason = clean_text(report.reason)
     fields.append(("Result", f"{result}: {reason}" if reason and report.kind != "success" else result))
     if report.pages_total or report.pages_sent:
         fields.append(("Pages sent", _pages_text(report)))
@@ -252,37 +243,37 @@ def _fields(report: FaxReport, settings: ComposeSettings) -> list[tuple[str, str
     if report.ecm is not None:
         fields.append(("ECM", "yes" if report.ecm else "no"))
     if report.resolution.strip():
-        fields.append(("Resolution", _clean(report.resolution)))
+        fields.append(("Resolution", clean_text(report.resolution)))
     if report.remote_csid.strip():
-        fields.append(("Remote station", _clean(report.remote_csid)))
+        fields.append(("Remote station", clean_text(report.remote_csid)))
     if report.tries:
         fields.append(
             ("Tries", f"{report.tries} of {report.max_tries}" if report.max_tries else str(report.tries))
         )
     if report.kind == "attempt" and report.next_try is not None:
-        fields.append(("Next try", _local_time(report.next_try, settings)))
-    fields.append(("Job", _clean(report.job_id)))
+        fields.append(("Next try", report_time(report.next_try, settings)))
+    fields.append(("Job", clean_text(report.job_id)))
     return fields
 
 
 def _attempt_rows(report: FaxReport, settings: ComposeSettings) -> list[tuple[str, str, str, str]]:
     return [
-        (str(n), _local_time(a.at, settings), _clean(a.cause), str(a.pages))
+        (str(n), report_time(a.at, settings), clean_text(a.cause), str(a.pages))
         for n, a in enumerate(report.attempts, start=1)
     ]
 
 
 def _body_lines(report: FaxReport, settings: ComposeSettings, pdf_name: str | None) -> list[str]:
-    dest = _clean(report.destination) or "an unknown number"
-    reason = _clean(report.reason)
-    subject = _clean(report.original_subject)
+    dest = clean_text(report.destination) or "an unknown number"
+    reason = clean_text(report.reason)
+    subject = clean_text(report.original_subject)
     mail = f' ("{subject}")' if subject else ""
     lines: list[str] = []
     if report.kind == "success":
         pages = _plural(report.pages_sent or report.pages_total, "page")
         lines.append(f"Your fax{mail} to {dest} was sent: {pages}.")
         if report.remote_csid.strip():
-            lines.append(f"The receiving fax machine identified itself as {_clean(report.remote_csid)}.")
+            lines.append(f"The receiving fax machine identified itself as {clean_text(report.remote_csid)}.")
     elif report.kind == "failure":
         lines.append(f"Your fax{mail} to {dest} could not be sent" + (f": {reason}." if reason else "."))
         lines.append(f"It was given up after {_tries_text(report.tries)}; it will not be tried again.")
@@ -294,77 +285,36 @@ def _body_lines(report: FaxReport, settings: ComposeSettings, pdf_name: str | No
     else:
         lines.append(f"Your fax{mail} to {dest} has not been sent yet" + (f": {reason}." if reason else "."))
         if report.next_try is not None:
-            lines.append(f"It will be tried again at {_local_time(report.next_try, settings)}.")
+            lines.append(f"It will be tried again at {report_time(report.next_try, settings)}.")
         lines.append("You will get another mail when it has been sent or given up.")
     if pdf_name:
         lines += ["", f"The document as sent is attached ({pdf_name})."]
     return lines
 
 
-def _render_text(
-    lines: Sequence[str], fields: Sequence[tuple[str, str]], rows: Sequence[tuple[str, str, str, str]]
-) -> str:
-    out = list(lines)
-    if fields:
-        width = max(len(k) for k, _ in fields) + 2
-        out += ["", *(f"{k + ':':<{width}}{v}" for k, v in fields)]
-    if rows:
-        out += ["", "Attempts:"]
-        out += [
-            f"  {n}  {at}  {cause}" + (f" ({_plural(int(p), 'page')})" if p != "0" else "")
-            for n, at, cause, p in rows
-        ]
-    return "\n".join(out) + "\n"
-
-
-def _render_html(
-    subject: str,
-    lines: Sequence[str],
-    fields: Sequence[tuple[str, str]],
-    rows: Sequence[tuple[str, str, str, str]],
-    image: InlineImage | None,
-) -> str:
-    esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        f'<html><head><meta charset="utf-8"><title>{esc(subject)}</title></head>',
-        '<body style="font-family: Segoe UI, Arial, sans-serif; font-size: 11pt">',
+def _attempts_text(rows: Sequence[tuple[str, str, str, str]]) -> list[str]:
+    if not rows:
+        return []
+    return ["Attempts:"] + [
+        f"  {n}  {at}  {cause}" + (f" ({_plural(int(p), 'page')})" if p != "0" else "")
+        for n, at, cause, p in rows
     ]
-    paragraph: list[str] = []
-    for line in [*lines, ""]:
-        if line.strip():
-            paragraph.append(esc(line))
-        elif paragraph:
-            out.append("<p>" + "<br>\n".join(paragraph) + "</p>")
-            paragraph = []
-    cell = '<td style="color: #555555; padding-right: 12px">'
-    out.append('<table cellpadding="3" style="border-collapse: collapse">')
-    out += [f"<tr>{cell}{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in fields]
-    out.append("</table>")
-    if rows:
-        head = '<th style="text-align: left; padding-right: 12px; border-bottom: 1px solid #cccccc">'
-        out.append("<p><b>Attempts</b></p>")
-        out.append('<table cellpadding="3" style="border-collapse: collapse">')
-        out.append("<tr>" + "".join(f"{head}{h}</th>" for h in ("#", "Time", "Result", "Pages")) + "</tr>")
-        out += [
-            "<tr>" + "".join(f'<td style="padding-right: 12px">{esc(v)}</td>' for v in row) + "</tr>"
+
+
+def _attempts_html(rows: Sequence[tuple[str, str, str, str]]) -> list[str]:
+    if not rows:
+        return []
+    head = '<th style="text-align: left; padding-right: 12px; border-bottom: 1px solid #cccccc">'
+    return [
+        "<p><b>Attempts</b></p>",
+        '<table cellpadding="3" style="border-collapse: collapse">',
+        "<tr>" + "".join(f"{head}{h}</th>" for h in ("#", "Time", "Result", "Pages")) + "</tr>",
+        *(
+            "<tr>" + "".join(f'<td style="padding-right: 12px">{html.escape(v)}</td>' for v in row) + "</tr>"
             for row in rows
-        ]
-        out.append("</table>")
-    if image is not None:
-        out.append(
-            f'<p><img src="cid:{esc(image.cid.strip("<>"))}" alt="{esc(image.alt)}" '
-            f'width="{image.width}" style="border: 1px solid #cccccc"></p>'
-        )
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def _address(addr: str, display: str = "") -> Address:
-    try:
-        return Address(display_name=display, addr_spec=_clean(addr))
-    except (ValueError, IndexError, HeaderParseError) as exc:
-        raise ValueError(f"not a usable e-mail address: {addr!r}") from exc
+        ),
+        "</table>",
+    ]
 
 
 def _pdf_name(report: FaxReport, settings: ComposeSettings) -> str:
@@ -376,11 +326,8 @@ def _pdf_name(report: FaxReport, settings: ComposeSettings) -> str:
 def compose_fax_report(report: FaxReport, settings: ComposeSettings) -> bytes:
     """The delivery report mail for ``report``, to ``report.sender`` (see the module docstring).
 
-    Raises
-    ------
-    ValueError
-        The sender or the configured From address is not a usable address (an address with a
-        non-ASCII local part would need SMTPUTF8, RFC 6531, which these mails do not use).
+    Raises ``ValueError`` when the sender or the configured From address is not usable
+    (:func:`ums.mailgate.mime.mail_address`).
     """
     subject = report_subject(report, settings)
     message_id = report_message_id(report, settings)
@@ -389,33 +336,30 @@ def compose_fax_report(report: FaxReport, settings: ComposeSettings) -> bytes:
     fields = _fields(report, settings)
     rows = _attempt_rows(report, settings)
     attachments: list[Attachment] = []
-    image: InlineImage | None = None
+    images: list[InlineImage] = []
     if report.thumbnail_png is not None:
         job = _UNSAFE.sub("", report.job_id)[:64]
         png = Attachment(report.thumbnail_png, f"fax-{job}-page1.png", "image/png")
-        image = InlineImage(png, cid=f"<page1-fax-{job}@{settings.domain}>", alt="page 1")
+        images.append(InlineImage(png, cid=f"<page1-fax-{job}@{settings.domain}>", alt="page 1"))
     if report.document_pdf is not None and pdf_name is not None:
         attachments.append(Attachment(report.document_pdf, pdf_name, "application/pdf"))
-
-    original = _original_id(report)
-    html_text = _render_html(subject, lines, fields, rows, image) if settings.html else None
-    return assemble(
+    html_text = None
+    if settings.html:
+        html_text = render_html(subject, lines, fields, after_fields=_attempts_html(rows), images=images)
+    return assemble_reply(
         settings=settings,
-        to=_address(report.sender),
+        to=report.sender,
+        in_reply_to=report.original_message_id,
         subject=subject,
         date=report.date,
         message_id=message_id,
-        boundary_seed=message_id,
-        text=_render_text(lines, fields, rows),
+        text=render_text(lines, fields, after_fields=_attempts_text(rows)),
         html=html_text,
         attachments=attachments,
-        images=[image] if image is not None else [],
-        sender=_address(settings.from_addr, settings.from_name),
-        reply_headers=[("In-Reply-To", original), ("References", original)] if original else [],
-        auto_submitted=AUTO_SUBMITTED,
+        images=images,
         extra_headers=[
             ("X-UMS-Kind", "fax-report"),
-            ("X-UMS-Fax-Job", _clean(report.job_id)),
+            ("X-UMS-Fax-Job", clean_text(report.job_id)),
             ("X-UMS-Fax-Result", report.kind),
         ],
     )

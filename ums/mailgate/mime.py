@@ -30,6 +30,12 @@ recognised as the same mail.  ``Auto-Submitted: auto-generated`` (RFC 3834
 §5) keeps vacation responders quiet; ``X-UMS-Message-Id`` and ``X-UMS-Kind``
 let the IMAP watcher and mail filters find our messages.
 
+The report mails (``ums.mailgate.fax_reports``, ``ums.mailgate.sms_reports``)
+are built from the same pieces: ``render_text`` and ``render_html`` lay out
+body lines and a ``(label, value)`` list, ``assemble_reply`` adds what makes a
+mail an automatic answer to a sender's mail, and ``clean_text``,
+``report_time``, ``thread_id`` and ``mail_address`` tidy the values put in.
+
 Pure: no I/O, no clock (the admin report takes ``now``).
 """
 
@@ -42,10 +48,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ums.directory.lookup import display_number
@@ -53,12 +60,15 @@ from ums.store.fax_pages import META_FAX, META_FAX_PAGES
 from ums.store.models import META_COMPANY, META_CSID, META_SWITCHBOARD, MessageRecord
 
 __all__ = [
+    "AUTO_REPLIED",
     "Attachment",
     "ComposeSettings",
     "InlineImage",
     "assemble",
+    "assemble_reply",
     "attachment_filename",
     "caller_text",
+    "clean_text",
     "compose",
     "compose_admin_report",
     "compose_fax",
@@ -66,12 +76,22 @@ __all__ = [
     "compose_voicemail",
     "fax_fields",
     "format_duration",
+    "mail_address",
+    "render_html",
+    "render_text",
+    "report_time",
+    "thread_id",
 ]
 
 #: RFC 3834 §5: "auto-generated" marks messages a program generated on its own.
 AUTO_SUBMITTED = "auto-generated"
+#: RFC 3834 §5.1: "auto-replied" marks automatic responses to a message.
+AUTO_REPLIED: Final = "auto-replied"
 #: characters that do not belong in a file name on any common system, plus control characters
 _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
+#: RFC 5322 §3.6.4 msg-id, loosely: ``<left@right>`` without spaces or further brackets
+_MSG_ID: Final = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,32 @@ def _address(addr: str, display: str = "") -> Address:
     return Address(display_name=display, username=local, domain=domain)
 
 
+def mail_address(addr: str, display: str = "") -> Address:
+    """``addr`` (control characters and outer space removed, see :func:`clean_text`) as a header address.
+
+    Raises ``ValueError`` when it is not a usable address, e.g. a non-ASCII local part, which would
+    need SMTPUTF8 (RFC 6531)."""
+    try:
+        return Address(display_name=display, addr_spec=clean_text(addr))
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise ValueError(f"not a usable e-mail address: {addr!r}") from exc
+
+
+def clean_text(text: str) -> str:
+    """``text`` fit for one header or one field line: runs of control characters (CR, LF, tab, ...)
+    become a space, outer white space is stripped."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+def thread_id(message_id: str) -> str:
+    """``message_id`` as the msg-id for In-Reply-To and References (RFC 5322 §3.6.4): cleaned, angle
+    brackets added when missing; ``""`` when it is not ``<left@right>``."""
+    value = clean_text(message_id)
+    if value and not value.startswith("<"):
+        value = f"<{value}>"
+    return value if _MSG_ID.fullmatch(value) else ""
+
+
 def format_duration(seconds: float | None) -> str:
     """``42.4`` -> ``"0:42"``, ``3725`` -> ``"1:02:05"``; None -> ``""``."""
     if seconds is None:
@@ -145,7 +191,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _local_time(t: datetime, settings: ComposeSettings) -> str:
+def report_time(t: datetime, settings: ComposeSettings) -> str:
+    """``2026-11-26 14:12:00 CET``: ``t`` (timezone-aware) in the settings' zone, with its abbreviation."""
     local = t.astimezone(settings.zone)
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
 
@@ -198,47 +245,65 @@ def _text_part(part: MIMEPart | EmailMessage, text: str, subtype: str, alternati
         part.set_content(text, subtype=subtype, charset="utf-8", cte=cte)
 
 
-def _render_text(body_lines: Sequence[str], fields: Sequence[tuple[str, str]]) -> str:
-    lines = list(body_lines)
+def render_text(
+    body_lines: Sequence[str],
+    fields: Sequence[tuple[str, str]] = (),
+    *,
+    before_fields: Sequence[str] = (),
+    after_fields: Sequence[str] = (),
+) -> str:
+    """The text/plain part: ``body_lines``, ``before_fields``, the ``fields`` as an aligned
+    ``Label:  value`` list and ``after_fields``, a blank line between them (empty ones left out)."""
+    blocks: list[Sequence[str]] = [body_lines, before_fields]
     if fields:
-        if lines:
-            lines.append("")
         width = max(len(k) for k, _ in fields) + 2
-        lines.extend(f"{k + ':':<{width}}{v}" for k, v in fields)
+        blocks.append([f"{k + ':':<{width}}{v}" for k, v in fields])
+    blocks.append(after_fields)
+    lines: list[str] = []
+    for block in blocks:
+        if block:
+            lines += [""] if lines else []
+            lines += block
     return "\n".join(lines) + "\n"
 
 
-def _render_html(
+def render_html(
     subject: str,
     body_lines: Sequence[str],
-    fields: Sequence[tuple[str, str]],
+    fields: Sequence[tuple[str, str]] = (),
+    *,
+    before_fields: Sequence[str] = (),
+    after_fields: Sequence[str] = (),
     images: Sequence[InlineImage] = (),
 ) -> str:
+    """The text/html part: ``body_lines`` as paragraphs (an empty line starts a new one),
+    ``before_fields`` (HTML lines, as they are), the ``fields`` as a table, ``after_fields``, then
+    ``images`` (``<img src="cid:...">``)."""
+    esc = html.escape
     out = [
         "<!DOCTYPE html>",
-        '<html><head><meta charset="utf-8"><title>' + html.escape(subject) + "</title></head>",
+        f'<html><head><meta charset="utf-8"><title>{esc(subject)}</title></head>',
         '<body style="font-family: Segoe UI, Arial, sans-serif; font-size: 11pt">',
     ]
     paragraph: list[str] = []
     for line in [*body_lines, ""]:
         if line.strip():
-            paragraph.append(html.escape(line))
+            paragraph.append(esc(line))
         elif paragraph:
             out.append("<p>" + "<br>\n".join(paragraph) + "</p>")
             paragraph = []
+    out += before_fields
     if fields:
+        cell = '<td style="color: #555555; padding-right: 12px">'
         out.append('<table cellpadding="3" style="border-collapse: collapse">')
-        for k, v in fields:
-            out.append(
-                f'<tr><td style="color: #555555; padding-right: 12px">{html.escape(k)}</td>'
-                f"<td>{html.escape(v)}</td></tr>"
-            )
+        out += [f"<tr>{cell}{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in fields]
         out.append("</table>")
-    for img in images:
-        out.append(
-            f'<p><img src="cid:{html.escape(img.cid.strip("<>"))}" alt="{html.escape(img.alt)}" '
-            f'width="{img.width}" style="border: 1px solid #cccccc"></p>'
-        )
+    out += after_fields
+    out += [
+        f'<p><img src="cid:{esc(img.cid.strip("<>"))}" alt="{esc(img.alt)}" '
+        f'width="{img.width}" style="border: 1px solid #cccccc"></p>'
+        for img in images
+    ]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -257,7 +322,7 @@ def _assemble(
     extra_headers: Sequence[tuple[str, str]],
     images: Sequence[InlineImage] = (),
 ) -> bytes:
-    html_text = _render_html(subject, body_lines, fields, images) if settings.html else None
+    html_text = render_html(subject, body_lines, fields, images=images) if settings.html else None
     return assemble(
         settings=settings,
         to=_address(to),
@@ -265,7 +330,7 @@ def _assemble(
         date=date,
         message_id=message_id,
         boundary_seed=boundary_seed,
-        text=_render_text(body_lines, fields),
+        text=render_text(body_lines, fields),
         html=html_text,
         attachments=attachments,
         images=images,
@@ -348,6 +413,45 @@ def assemble(
     return msg.as_bytes(policy=policy.SMTP)
 
 
+def assemble_reply(
+    *,
+    settings: ComposeSettings,
+    to: str,
+    in_reply_to: str,
+    subject: str,
+    date: datetime,
+    message_id: str,
+    text: str,
+    html: str | None,
+    attachments: Sequence[Attachment] = (),
+    images: Sequence[InlineImage] = (),
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """An automatic answer to someone's mail (the fax and SMS reports), with :func:`assemble`.
+
+    To ``to`` and From the settings' address, both checked with :func:`mail_address` (so an unusable
+    one raises ``ValueError``); In-Reply-To and References carry ``in_reply_to`` when
+    :func:`thread_id` finds a msg-id in it, so mail programs thread the answer under the mail;
+    ``Auto-Submitted: auto-replied`` (RFC 3834 §5.1); MIME boundaries from ``message_id``."""
+    original = thread_id(in_reply_to)
+    return assemble(
+        settings=settings,
+        sender=mail_address(settings.from_addr, settings.from_name),
+        to=mail_address(to),
+        reply_headers=[("In-Reply-To", original), ("References", original)] if original else [],
+        auto_submitted=AUTO_REPLIED,
+        subject=subject,
+        date=date,
+        message_id=message_id,
+        boundary_seed=message_id,
+        text=text,
+        html=html,
+        attachments=attachments,
+        images=images,
+        extra_headers=extra_headers,
+    )
+
+
 def compose(
     record: MessageRecord,
     attachments: Sequence[Attachment],
@@ -388,7 +492,7 @@ def _common_fields(record: MessageRecord, settings: ComposeSettings) -> list[tup
     if detail:
         fields.append(("Caller", detail))
     fields.append(("Number", display_number(record.caller_number) or "unknown"))
-    fields.append(("Received", _local_time(record.received_at, settings)))
+    fields.append(("Received", report_time(record.received_at, settings)))
     return fields
 
 
@@ -565,7 +669,7 @@ def compose_admin_report(
             f"  kind:      {r.kind}",
             f"  mailbox:   {r.mailbox} -> {r.owner}",
             f"  caller:    {who}",
-            f"  received:  {_local_time(r.received_at, settings)}",
+            f"  received:  {report_time(r.received_at, settings)}",
             f"  attempts:  {r.attempts}",
             f"  last error: {r.last_error or '-'}",
             f"  Message-ID: {r.message_id}",

@@ -17,7 +17,7 @@ the subject of the sender's mail, result, tries, when it was queued, accepted an
 
 How it works
 ------------
-Built with :func:`ums.mailgate.mime.assemble` like the fax reports (:mod:`ums.mailgate.fax_reports`):
+Built with :func:`ums.mailgate.mime.assemble_reply` like the fax reports (:mod:`ums.mailgate.fax_reports`):
 stdlib ``email`` with ``policy.SMTP``, CRLF lines, text parts 7-bit or quoted-printable UTF-8 (any
 text survives, emoji included), ``multipart/alternative`` with text/plain and text/html.  It is a
 response to the sender's mail, so it carries ``In-Reply-To`` and ``References`` with the original
@@ -35,15 +35,20 @@ from __future__ import annotations
 import html
 import re
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.errors import HeaderParseError
-from email.headerregistry import Address
 from typing import Final, Literal
 
 from ums.directory.lookup import display_number
-from ums.mailgate.mime import ComposeSettings, assemble
+from ums.mailgate.mime import (
+    AUTO_REPLIED,
+    ComposeSettings,
+    assemble_reply,
+    clean_text,
+    render_html,
+    render_text,
+    report_time,
+)
 
 __all__ = [
     "AUTO_SUBMITTED",
@@ -58,13 +63,11 @@ __all__ = [
 SmsReportKind = Literal["delivered", "sent", "failed"]
 
 #: RFC 3834 §5.1: "auto-replied" marks automatic responses to a message.
-AUTO_SUBMITTED: Final = "auto-replied"
+AUTO_SUBMITTED: Final = AUTO_REPLIED
 #: quoted lines of the text part are wrapped at this width (RFC 3676 §4.2 suggests at most 78)
 QUOTE_WIDTH: Final = 76
 _KINDS: Final = ("delivered", "sent", "failed")
 _UNSAFE: Final = re.compile(r"[^0-9A-Za-z._-]+")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_MSG_ID: Final = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _SUBJECT_WORD: Final = {"delivered": "delivered", "sent": "sent", "failed": "not delivered"}
 
 #: SMPP v3.4 Appendix B ``stat`` words (and RFC 5438 IMDN words) in plain words
@@ -145,17 +148,8 @@ class SmsReport:
             raise ValueError("report times must be timezone-aware")
 
 
-def _clean(text: str) -> str:
-    return _CONTROL.sub(" ", text).strip()
-
-
 def _number(report: SmsReport) -> str:
-    return display_number(_clean(report.number)) or "an unknown number"
-
-
-def _local_time(t: datetime, settings: ComposeSettings) -> str:
-    local = t.astimezone(settings.zone)
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
+    return display_number(clean_text(report.number)) or "an unknown number"
 
 
 def report_subject(report: SmsReport) -> str:
@@ -169,26 +163,19 @@ def report_message_id(report: SmsReport, settings: ComposeSettings) -> str:
     return f"<sms-{job}-{report.kind}@{settings.domain}>"
 
 
-def _original_id(report: SmsReport) -> str:
-    value = _clean(report.original_message_id)
-    if value and not value.startswith("<"):
-        value = f"<{value}>"
-    return value if _MSG_ID.fullmatch(value) else ""
-
-
 def _failure_sentence(report: SmsReport) -> str:
     """Why it failed, as the end of ``Your SMS ... could not be ...: <this>.``"""
-    word = _clean(report.receipt).upper()
+    word = clean_text(report.receipt).upper()
     if word in _RECEIPT_TEXT:
         return _RECEIPT_TEXT[word]
-    return _clean(report.reason).rstrip(".") or "no reason was given"
+    return clean_text(report.reason).rstrip(".") or "no reason was given"
 
 
 def _body_lines(report: SmsReport) -> list[str]:
     dest = _number(report)
-    subject = _clean(report.original_subject)
+    subject = clean_text(report.original_subject)
     mail = f' ("{subject}")' if subject else ""
-    reason = _clean(report.reason).rstrip(".")
+    reason = clean_text(report.reason).rstrip(".")
     if report.kind == "delivered":
         return [f"Your SMS{mail} to {dest} was delivered."]
     if report.kind == "sent":
@@ -219,8 +206,8 @@ def _quote(text: str) -> list[str]:
 def _fields(report: SmsReport, settings: ComposeSettings) -> list[tuple[str, str]]:
     fields: list[tuple[str, str]] = [("Number", _number(report))]
     if report.original_subject.strip():
-        fields.append(("Your mail", _clean(report.original_subject)))
-    reason = _clean(report.reason)
+        fields.append(("Your mail", clean_text(report.original_subject)))
+    reason = clean_text(report.reason)
     if report.kind == "failed":
         result = reason or "not delivered"
     elif report.kind == "sent":
@@ -229,84 +216,55 @@ def _fields(report: SmsReport, settings: ComposeSettings) -> list[tuple[str, str
         result = "delivered"
     fields.append(("Result", result))
     if report.receipt.strip():
-        fields.append(("Receipt", _clean(report.receipt)))
+        fields.append(("Receipt", clean_text(report.receipt)))
     if report.parts > 1:
         fields.append(("Parts", str(report.parts)))
     if report.tries:
         fields.append(("Tries", str(report.tries)))
     if report.queued is not None:
-        fields.append(("Queued", _local_time(report.queued, settings)))
+        fields.append(("Queued", report_time(report.queued, settings)))
     if report.submitted is not None:
-        fields.append(("Accepted", _local_time(report.submitted, settings)))
+        fields.append(("Accepted", report_time(report.submitted, settings)))
     if report.finished is not None:
         label = "Delivered" if report.kind == "delivered" else "Finished"
-        fields.append((label, _local_time(report.finished, settings)))
-    fields.append(("Job", _clean(report.job_id)))
+        fields.append((label, report_time(report.finished, settings)))
+    fields.append(("Job", clean_text(report.job_id)))
     return fields
 
 
-def _render_text(lines: Sequence[str], quote: Sequence[str], fields: Sequence[tuple[str, str]]) -> str:
-    out = [*lines, "", "Your text:", *quote]
-    width = max(len(k) for k, _ in fields) + 2
-    out += ["", *(f"{k + ':':<{width}}{v}" for k, v in fields)]
-    return "\n".join(out) + "\n"
-
-
-def _render_html(subject: str, lines: Sequence[str], text: str, fields: Sequence[tuple[str, str]]) -> str:
-    esc = html.escape
+def _quote_html(text: str) -> list[str]:
     shown = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ", text)
-    out = [
-        "<!DOCTYPE html>",
-        f'<html><head><meta charset="utf-8"><title>{esc(subject)}</title></head>',
-        '<body style="font-family: Segoe UI, Arial, sans-serif; font-size: 11pt">',
-        "<p>" + "<br>\n".join(esc(line) for line in lines) + "</p>",
+    return [
         "<p>Your text:</p>",
         '<blockquote style="margin: 0 0 0 8px; padding-left: 8px; border-left: 2px solid #cccccc; '
-        f'white-space: pre-wrap">{esc(shown)}</blockquote>',
-        '<table cellpadding="3" style="border-collapse: collapse">',
+        f'white-space: pre-wrap">{html.escape(shown)}</blockquote>',
     ]
-    cell = '<td style="color: #555555; padding-right: 12px">'
-    out += [f"<tr>{cell}{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in fields]
-    out += ["</table>", "</body></html>"]
-    return "\n".join(out) + "\n"
-
-
-def _address(addr: str, display: str = "") -> Address:
-    try:
-        return Address(display_name=display, addr_spec=_clean(addr))
-    except (ValueError, IndexError, HeaderParseError) as exc:
-        raise ValueError(f"not a usable e-mail address: {addr!r}") from exc
 
 
 def compose_sms_report(report: SmsReport, settings: ComposeSettings) -> bytes:
     """The report mail for ``report``, to ``report.recipient`` (see the module docstring).
 
-    Raises
-    ------
-    ValueError
-        The recipient or the configured From address is not a usable address (an address with a
-        non-ASCII local part would need SMTPUTF8, RFC 6531, which these mails do not use).
+    Raises ``ValueError`` when the recipient or the configured From address is not usable
+    (:func:`ums.mailgate.mime.mail_address`).
     """
     subject = report_subject(report)
-    message_id = report_message_id(report, settings)
     lines = _body_lines(report)
     fields = _fields(report, settings)
-    original = _original_id(report)
-    return assemble(
+    html_text = None
+    if settings.html:
+        html_text = render_html(subject, lines, fields, before_fields=_quote_html(report.text))
+    return assemble_reply(
         settings=settings,
-        to=_address(report.recipient),
+        to=report.recipient,
+        in_reply_to=report.original_message_id,
         subject=subject,
         date=report.date,
-        message_id=message_id,
-        boundary_seed=message_id,
-        text=_render_text(lines, _quote(report.text), fields),
-        html=_render_html(subject, lines, report.text, fields) if settings.html else None,
-        sender=_address(settings.from_addr, settings.from_name),
-        reply_headers=[("In-Reply-To", original), ("References", original)] if original else [],
-        auto_submitted=AUTO_SUBMITTED,
+        message_id=report_message_id(report, settings),
+        text=render_text(lines, fields, before_fields=["Your text:", *_quote(report.text)]),
+        html=html_text,
         extra_headers=[
             ("X-UMS-Kind", "sms-report"),
-            ("X-UMS-SMS-Job", _clean(report.job_id)),
+            ("X-UMS-SMS-Job", clean_text(report.job_id)),
             ("X-UMS-SMS-Result", report.kind),
         ],
     )

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ums.sms.gsm import IEI_CONCAT_16BIT, SmsFormatError, SmsPart, build_udh, join_sms, parse_part, split_sms
-from ums.sms.smpp import (
+from ums.sms.smpp import SmppSettings, SmppTransport
+from ums.sms.smpp_pdu import (
     BIND_TRANSCEIVER,
     DELIVER_SM,
     ENQUIRE_LINK,
@@ -31,8 +32,6 @@ from ums.sms.smpp import (
     ReassemblyError,
     ShortMessage,
     SmppCodecError,
-    SmppSettings,
-    SmppTransport,
     build_submits,
     classify_status,
     decode_message_id,
