@@ -42,11 +42,16 @@ EXAMPLE = REPO / "examples" / "ums.toml"
 ADDRESS = "127.0.0.1:5060"
 
 
+def _serve(run_dir: Path, data: Path) -> Proc:
+    """``ums serve`` with the example configuration, unchanged but for the data directory."""
+    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
+    return Proc(argv, run_dir, "ums", cwd=REPO).start()
+
+
 def test_quick_start_voicemail_reaches_the_maildir_and_the_lamp(run_dir: Path) -> None:
     require("sipp")
     data = run_dir / "var"
-    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
-    server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+    server = _serve(run_dir, data)
     try:
         server.wait_udp_sip("127.0.0.1", 5060, 20)
         phone = sipp.start(
@@ -97,8 +102,7 @@ def test_quick_start_faxes_to_200_and_300_reach_the_maildir_as_pdf(run_dir: Path
     tiff = run_dir / "page.tif"
     write_fax_tiff(tiff, [page], resolution="standard")
     data = run_dir / "var"
-    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
-    server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+    server = _serve(run_dir, data)
     maildir = data / "maildir" / "alice@example.com" / "Maildir" / "new"
 
     def mails() -> list[Path]:
@@ -135,10 +139,9 @@ def test_quick_start_mail_to_fax_reaches_the_trunk_and_reports_to_the_sender(run
     if not spandsp.available():
         pytest.fail("libspandsp2 is not installed (see scripts/install-peers.sh)")
     data = run_dir / "var"
-    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
     reports = data / "maildir" / "bob@example.com" / "Maildir" / "new"
     with AnswererThread(port=5080, default=AnswerPlan(t38="never")) as line:
-        server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+        server = _serve(run_dir, data)
         try:
             server.wait_tcp("127.0.0.1", 2525, 20)
             msg = EmailMessage()
@@ -163,8 +166,7 @@ def test_quick_start_mail_to_fax_reaches_the_trunk_and_reports_to_the_sender(run
 def test_quick_start_sms_both_ways(run_dir: Path) -> None:
     require("sipp")
     data = run_dir / "var"
-    argv = [python_executable(), "-m", "ums", "serve", "--config", str(EXAMPLE), "--data-dir", str(data)]
-    server = Proc(argv, run_dir, "ums", cwd=REPO).start()
+    server = _serve(run_dir, data)
     try:
         server.wait_udp_sip("127.0.0.1", 5060, 20)
         server.wait_tcp("127.0.0.1", 2525, 20)

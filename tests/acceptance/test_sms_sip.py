@@ -78,20 +78,25 @@ def _sms_mails(sink: SmtpSink) -> list[Mail]:
     return [m for m in sink.messages() if m.header("X-UMS-Kind") == "sms"]
 
 
-def test_message_to_a_mailbox_number_is_mailed_to_the_owner(setup: Setup) -> None:
-    text = "Grüße aus München: bitte Vertrag faxen."
-    run = sipp.run(
+def _send_message(setup: Setup, name: str, number: str, text: str) -> sipp.SippRun:
+    """SIPp sends one MESSAGE from MOBILE to ``number`` and waits for the answer."""
+    return sipp.run(
         "sms_uac_message",
         setup.run_dir,
-        "phone",
+        name,
         remote=setup.server.config.address,
         local_port=free_port(),
-        service="100",
+        service=number,
         calls=1,
         variables={"from": MOBILE, "text": text},
         timeout_s=20,
         wait_s=30,
     )
+
+
+def test_message_to_a_mailbox_number_is_mailed_to_the_owner(setup: Setup) -> None:
+    text = "Grüße aus München: bitte Vertrag faxen."
+    run = _send_message(setup, "phone", "100", text)
     assert run.returncode == 0, run.describe()
     assert run.log_lines("answer 200"), run.describe()
     wait_until(lambda: len(_sms_mails(setup.sink)) >= 1, 30, what="the SMS mail")
@@ -108,18 +113,7 @@ def test_message_to_a_mailbox_number_is_mailed_to_the_owner(setup: Setup) -> Non
 
 def test_message_to_an_unknown_number_gets_404_and_no_mail(setup: Setup) -> None:
     before = len(_sms_mails(setup.sink))
-    run = sipp.run(
-        "sms_uac_message",
-        setup.run_dir,
-        "stranger",
-        remote=setup.server.config.address,
-        local_port=free_port(),
-        service="999",
-        calls=1,
-        variables={"from": MOBILE, "text": "hello?"},
-        timeout_s=20,
-        wait_s=30,
-    )
+    run = _send_message(setup, "stranger", "999", "hello?")
     assert run.log_lines("answer 404"), run.describe()
     assert len(_sms_mails(setup.sink)) == before
 
