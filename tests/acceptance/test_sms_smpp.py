@@ -10,7 +10,10 @@ server), aiosmtpd as the smarthost:
   the SMSC's delivery receipts make one "delivered" report to the sender;
 * a text from a handset (``deliver_sm``, two concatenated parts) to 100 is mailed to alice;
 * the SMSC is killed, a mail arrives while it is down, the SMSC comes back: ums binds again and the
-  text is submitted once and reported delivered.  Nothing is lost.
+  text is submitted once and reported delivered;
+* a text is submitted, the SMSC is killed before its receipt and restarted; the receipt the new
+  SMSC sends (UNDELIV) still finds the text, and the sender gets a "not delivered" report.
+  Nothing is lost.
 """
 
 from __future__ import annotations
@@ -166,3 +169,26 @@ def test_smsc_restart_loses_nothing(setup: Setup) -> None:
     assert len(submits) == 1, submits
     (report,) = _reports(setup, "moved meeting")
     assert report.header("X-UMS-SMS-Result") == "delivered", report.subject
+
+
+def test_receipt_after_an_smsc_restart_still_finds_its_text(setup: Setup) -> None:
+    setup.smsc.set_options(receipts=False)
+    _send(setup, _mail("+4915166666666@sms.example.com", "Invoice 12 is paid.\n", "paid invoice"))
+
+    def submitted() -> list[dict[str, object]]:
+        return [s for s in setup.smsc.submits() if str(s["destination"]).endswith("4915166666666")]
+
+    wait_until(lambda: bool(submitted()), 30, what="the submit")
+    (submit,) = submitted()
+    setup.smsc.restart()  # kill -9: the receipt is still owed
+    assert setup.smsc.proc is not None
+    setup.smsc.proc.module_scoped = True
+    now = setup.smsc.incarnation
+    wait_until(lambda: bool(setup.smsc.events("bound", now)), 30, what="the bind after the restart")
+    assert not _reports(setup, "paid invoice")
+    assert setup.smsc.send_receipt(str(submit["message_id"]), "UNDELIV", err="001") == 0
+    wait_until(lambda: bool(_reports(setup, "paid invoice")), 30, what="the report")
+    (report,) = _reports(setup, "paid invoice")
+    assert report.header("X-UMS-SMS-Result") == "failed", report.subject
+    body = report.message.get_body(("plain",))
+    assert body is not None and "UNDELIV" in body.get_content(), body
