@@ -143,7 +143,8 @@ class LocalParty:
 
     def capabilities(self) -> list[tuple[str, str]]:
         """Allow, Accept, Supported (and Allow-Events) for OPTIONS answers and 405s."""
-        caps = [("Allow", self.allow_value()), ("Accept", ACCEPT), ("Supported", "")]
+        accept = ACCEPT + (", text/plain, message/cpim" if "MESSAGE" in self.accepted else "")
+        caps = [("Allow", self.allow_value()), ("Accept", accept), ("Supported", "")]
         if self.allow_events:
             caps.append(("Allow-Events", ", ".join(self.allow_events)))
         return caps

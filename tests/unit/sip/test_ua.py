@@ -462,8 +462,18 @@ def test_options_out_of_dialog() -> None:
     assert resp.status == 200
     assert resp.headers.get_all_values("Allow") == ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO"]
     assert "application/sdp" in (resp.headers.get_raw("Accept") or "")
+    assert "text/plain" not in (resp.headers.get_raw("Accept") or "")
     assert "Supported" in resp.headers
     assert ua.events() == []
+
+
+def test_options_accept_lists_text_once_message_is_accepted() -> None:
+    ua = make_ua(HOST_B, 5)
+    ua.accept_methods({"MESSAGE"})
+    ua.receive(peer_request("OPTIONS"), PEER, 0.0)
+    (resp,) = responses(ua)
+    assert "MESSAGE" in resp.headers.get_all_values("Allow")
+    assert "text/plain, message/cpim" in (resp.headers.get_raw("Accept") or "")
 
 
 def test_malformed_request_gets_400_with_reason() -> None:
