@@ -24,11 +24,15 @@ One lookup in a 13-bit table (``t4_tables``) gives a whole code word and its len
 
 For MH/MR the EOL positions are found first with numpy: an EOL is a 1 bit preceded by at least
 11 zeros (no run of 11 zeros occurs inside valid coded data).  The bits between two EOLs form one
-line; the Python loop then runs once per code word of that line.  Fill is whatever zeros precede the
-EOL.  Two-dimensional lines are decoded against the reference line's changing elements with a
-pointer to b1 that only moves forward, except one step back after a vertical mode.  Rows are kept as
-lists of changing elements and turned into pels for a batch of rows at once (``np.bincount`` of the
-changes, then a cumulative sum along each row, mod 2).
+line; the Python loop then runs once per code word of that line, or once for several: a white and a
+black terminating code, a horizontal mode with both runs, or a series of vertical modes that fit in
+one 13-bit window are looked up at once (``PAIR_LOOKUP``, ``H_RUNS``, ``V_GROUPS``; the values are
+then applied one by one, as if read code by code).  Fill is whatever zeros precede the EOL.
+Two-dimensional lines are decoded against the reference line's changing elements with a pointer to
+b1 that only moves forward, except one step back after a vertical mode.  Rows are kept as lists of
+changing elements and turned into pels for a batch of rows at once: the runs between a row's start,
+its changing elements and its end alternate white and black, so the batch is one ``np.repeat`` of
+0/1 by the run lengths.
 
 Streaming: MH/MR lines are decoded when the EOL that closes them has arrived.  MMR rows are decoded
 when enough bits for every lookahead are present; otherwise the row is retried with the next chunk.
@@ -47,11 +51,14 @@ import numpy.typing as npt
 
 from ums.fax.t4_tables import (
     BLACK_LOOKUP,
+    H_RUNS,
     LOOKAHEAD_BITS,
     MODE_HORIZONTAL,
     MODE_LOOKUP,
     MODE_PASS,
+    PAIR_LOOKUP,
     REVERSE_BITS,
+    V_GROUPS,
     WHITE_LOOKUP,
 )
 
@@ -100,24 +107,79 @@ def _row_1d(win: list[int], pos: int, width: int) -> tuple[list[int] | None, int
     """Decode one MH line starting at bit ``pos``; returns (changing elements < width, end position)."""
     a0 = 0
     changes: list[int] = []
-    table = WHITE_LOOKUP
-    white = True
+    white = WHITE_LOOKUP
+    black = BLACK_LOOKUP
+    pairs = PAIR_LOOKUP
     while True:
-        v, n = table[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
-        if n == 0:
-            return None, pos
-        pos += n
-        a0 += v
-        if v < 64:
+        w = (win[pos >> 3] >> (11 - (pos & 7))) & 8191
+        pair = pairs[w]
+        if pair is not None:  # a white and a black terminating code in one lookup
+            run, n, black_run, n_both = pair
+            a0 += run
+            if a0 >= width:
+                return (changes if a0 == width else None), pos + n
+            changes.append(a0)
+            a0 += black_run
+            pos += n_both
             if a0 >= width:
                 return (changes if a0 == width else None), pos
             changes.append(a0)
-            if white:
-                table = BLACK_LOOKUP
-                white = False
-            else:
-                table = WHITE_LOOKUP
-                white = True
+            continue
+        # a white run: make-up codes (>= 64), then a terminating code
+        while True:
+            v, n = white[w]
+            if not n:
+                return None, pos
+            pos += n
+            a0 += v
+            if v < 64:
+                break
+            w = (win[pos >> 3] >> (11 - (pos & 7))) & 8191
+        if a0 >= width:
+            return (changes if a0 == width else None), pos
+        changes.append(a0)
+        # a black run
+        while True:
+            v, n = black[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
+            if not n:
+                return None, pos
+            pos += n
+            a0 += v
+            if v < 64:
+                break
+        if a0 >= width:
+            return (changes if a0 == width else None), pos
+        changes.append(a0)
+
+
+def _runs(win: list[int], pos: int, colour: int, limit: int) -> tuple[int, int, int]:
+    """The two runs of a horizontal mode whose code ends at ``pos``, a0a1 of ``colour`` then a1a2:
+    (run a0a1, run a1a2, end position); run a0a1 is -1 if a code word is invalid."""
+    table = BLACK_LOOKUP if colour else WHITE_LOOKUP
+    r1 = 0
+    while True:  # run a0a1: make-up codes, then a terminating code (< 64)
+        if pos > limit:
+            raise _NeedMore
+        v, n = table[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
+        if n == 0:
+            return -1, 0, pos
+        pos += n
+        r1 += v
+        if v < 64:
+            break
+    table = WHITE_LOOKUP if colour else BLACK_LOOKUP
+    r2 = 0
+    while True:  # run a1a2
+        if pos > limit:
+            raise _NeedMore
+        v, n = table[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
+        if n == 0:
+            return -1, 0, pos
+        pos += n
+        r2 += v
+        if v < 64:
+            break
+    return r1, r2, pos
 
 
 def _row_2d(win: list[int], pos: int, width: int, ref: list[int], limit: int) -> tuple[list[int] | None, int]:
@@ -127,10 +189,30 @@ def _row_2d(win: list[int], pos: int, width: int, ref: list[int], limit: int) ->
     j = 0
     out: list[int] = []
     modes = MODE_LOOKUP
+    # Several code words in one lookup: they lie in the 13 bits at ``pos`` (<= limit), all there.
+    groups = V_GROUPS
+    hruns = H_RUNS
     while a0 < width:
         if pos > limit:
             raise _NeedMore
-        m, n = modes[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
+        w = (win[pos >> 3] >> (11 - (pos & 7))) & 8191
+        group = groups[w]
+        if group is not None:
+            for m, n in group:  # as the vertical mode below, code by code
+                pos += n
+                a1 = ref[j] + m
+                if a1 <= a0 or a1 > width:
+                    return None, pos
+                a0 = a1
+                colour ^= 1
+                if a1 == width:
+                    break
+                out.append(a1)
+                j = j - 1 if j else 1
+                while ref[j] <= a1:
+                    j += 2
+            continue
+        m, n = modes[w]
         pos += n
         if m < MODE_PASS:  # vertical: a1 = b1 + m
             a1 = ref[j] + m
@@ -144,30 +226,14 @@ def _row_2d(win: list[int], pos: int, width: int, ref: list[int], limit: int) ->
                 while ref[j] <= a1:
                     j += 2
         elif m == MODE_HORIZONTAL:
-            table = BLACK_LOOKUP if colour else WHITE_LOOKUP
-            r1 = 0
-            while True:  # run a0a1: make-up codes, then a terminating code (< 64)
-                if pos > limit:
-                    raise _NeedMore
-                v, n = table[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
-                if n == 0:
+            both = hruns[colour][w]
+            if both is not None:  # the mode code and both runs in one lookup
+                r1, r2, n = both
+                pos += n - 3
+            else:
+                r1, r2, pos = _runs(win, pos, colour, limit)
+                if r1 < 0:
                     return None, pos
-                pos += n
-                r1 += v
-                if v < 64:
-                    break
-            table = WHITE_LOOKUP if colour else BLACK_LOOKUP
-            r2 = 0
-            while True:  # run a1a2
-                if pos > limit:
-                    raise _NeedMore
-                v, n = table[(win[pos >> 3] >> (11 - (pos & 7))) & 8191]
-                if n == 0:
-                    return None, pos
-                pos += n
-                r2 += v
-                if v < 64:
-                    break
             a1 = (a0 if a0 > 0 else 0) + r1
             a0 = a1 + r2
             if a0 > width:
@@ -188,23 +254,38 @@ def _row_2d(win: list[int], pos: int, width: int, ref: list[int], limit: int) ->
     return out, pos
 
 
-def _pels(rows: list[list[int]], width: int) -> PageArray:
-    """Rows of changing elements -> (len(rows), width) array of pels, 1 = black."""
+def _pels_by_toggles(rows: list[list[int]], width: int) -> PageArray:
+    """:func:`_pels` for changing elements in any order: each toggles the colour from there on."""
     n = len(rows)
     stride = width + 1
     lengths = np.fromiter(map(len, rows), np.int64, count=n)
     x = np.fromiter(itertools.chain.from_iterable(rows), np.int64, count=int(lengths.sum()))
     flat = np.repeat(np.arange(n, dtype=np.int64) * stride, lengths) + x
     # One extra toggle in column `width` of rows with an odd count makes every row's parity even, so a
-    # single flat cumulative sum (mod 2, in uint8) restarts white at each row.
+    # single flat cumulative sum (mod 2) restarts white at each row; repeated positions toggle twice.
     flat = np.concatenate([flat, np.flatnonzero(lengths & 1) * stride + width])
-    toggles = np.zeros(n * stride, np.uint8)
-    if bool(np.all(flat[1:] != flat[:-1])):
-        toggles[flat] = 1  # distinct changing elements (always so in valid data)
-    else:  # repeated positions (zero-length runs) toggle twice
-        toggles[:] = np.bincount(flat, minlength=n * stride) & 1
+    toggles = np.bincount(flat, minlength=n * stride).astype(np.uint8) & 1
     page = np.cumsum(toggles, dtype=np.uint8).reshape(n, stride)[:, :width]
     return np.bitwise_and(page, 1)
+
+
+def _pels(rows: list[list[int]], width: int) -> PageArray:
+    """Rows of changing elements -> (len(rows), width) array of pels, 1 = black.  The decoders give each
+    row's changing elements in order (repeats allowed), so the runs between a row's start, its changing
+    elements and its end alternate white and black: the page is one ``np.repeat`` of 0/1 by their
+    lengths."""
+    n = len(rows)
+    lengths = np.fromiter(map(len, rows), np.int64, count=n)
+    x = np.fromiter(itertools.chain.from_iterable(rows), np.int64, count=int(lengths.sum()))
+    starts = np.arange(n, dtype=np.int64) * width
+    first = np.cumsum(lengths) - lengths  # where each row's changing elements begin in x
+    # Run boundaries on the flattened page: each row's start, then its changing elements; the page end.
+    bounds = np.append(np.insert(np.repeat(starts, lengths) + x, first, starts), n * width)
+    runs = np.diff(bounds)
+    if runs.size and (int(runs.min()) < 0 or int(x.max(initial=0)) >= width):
+        return _pels_by_toggles(rows, width)
+    colour = np.arange(runs.size) - np.repeat(first + np.arange(n), lengths + 1)  # index in the row
+    return np.repeat((colour & 1).astype(np.uint8), runs).reshape(n, width)
 
 
 class Decoder:

@@ -8,7 +8,10 @@ vertical), and derives from them, once at import:
 
 * encoder arrays indexed by run length (``TERM_CODE[colour, run]``, ``MAKEUP_CODE[colour, run // 64]``);
 * decoder lookahead tables indexed by the next 13 bits of the stream (``WHITE_LOOKUP``,
-  ``BLACK_LOOKUP``, ``MODE_LOOKUP``), each entry a ``(value, code_length)`` tuple.
+  ``BLACK_LOOKUP``, ``MODE_LOOKUP``), each entry a ``(value, code_length)`` tuple;
+* tables that resolve several code words in one lookup when they all lie in the 13 bits: a white and
+  a black terminating code (``PAIR_LOOKUP``), a horizontal mode code and its two runs (``H_RUNS``), a
+  series of vertical mode codes (``V_GROUPS``).
 
 How it works
 ------------
@@ -139,14 +142,17 @@ LookupTable = list[tuple[int, int]]
 def _fill(table: list[tuple[int, int] | None], bits: str, value: int) -> None:
     free = LOOKAHEAD_BITS - len(bits)
     base = int(bits, 2) << free
+    # One tuple shared by all the entries of a code word keeps a table small (it stays in the cache).
+    entry = (value, len(bits))
     for i in range(base, base + (1 << free)):
         if table[i] is not None:
             raise AssertionError(f"code {bits} is not prefix-free")
-        table[i] = (value, len(bits))
+        table[i] = entry
 
 
 def _finish(table: list[tuple[int, int] | None]) -> LookupTable:
-    return [(-1, 0) if entry is None else entry for entry in table]
+    invalid = (-1, 0)
+    return [invalid if entry is None else entry for entry in table]
 
 
 def _run_lookup(term: list[str], makeup: list[str]) -> LookupTable:
@@ -162,7 +168,8 @@ def _mode_lookup() -> LookupTable:
     table: list[tuple[int, int] | None] = [None] * (1 << LOOKAHEAD_BITS)
     for mode, bits in _MODE_CODES.items():
         _fill(table, bits, mode)
-    return [(MODE_INVALID, 0) if entry is None else entry for entry in table]
+    invalid = (MODE_INVALID, 0)
+    return [invalid if entry is None else entry for entry in table]
 
 
 WHITE_LOOKUP: Final = _run_lookup(_WHITE_TERM, _WHITE_MAKEUP)
@@ -170,6 +177,80 @@ WHITE_LOOKUP: Final = _run_lookup(_WHITE_TERM, _WHITE_MAKEUP)
 BLACK_LOOKUP: Final = _run_lookup(_BLACK_TERM, _BLACK_MAKEUP)
 MODE_LOOKUP: Final = _mode_lookup()
 """Mode code words: value -3..3 is V(a1 - b1), else one of the MODE_* constants."""
+
+PairEntry = tuple[int, int, int, int]
+
+
+def _pair_lookup() -> list[PairEntry | None]:
+    entries: dict[PairEntry, PairEntry] = {}
+    table: list[PairEntry | None] = [None] * (1 << LOOKAHEAD_BITS)
+    for w in range(1 << LOOKAHEAD_BITS):
+        white, n_white = WHITE_LOOKUP[w]
+        if not n_white or white >= 64:
+            continue
+        black, n_black = BLACK_LOOKUP[(w << n_white) & ((1 << LOOKAHEAD_BITS) - 1)]
+        # Only a black code that lies wholly inside the window counts (the rest of it is zero-filled).
+        if n_black and black < 64 and n_white + n_black <= LOOKAHEAD_BITS:
+            entry = (white, n_white, black, n_white + n_black)
+            table[w] = entries.setdefault(entry, entry)
+    return table
+
+
+VGroup = tuple[tuple[int, int], ...]
+
+
+def _vertical_groups() -> list[VGroup | None]:
+    entries: dict[VGroup, VGroup] = {}
+    table: list[VGroup | None] = [None] * (1 << LOOKAHEAD_BITS)
+    mask = (1 << LOOKAHEAD_BITS) - 1
+    for w in range(1 << LOOKAHEAD_BITS):
+        group: list[tuple[int, int]] = []
+        used = 0
+        while True:
+            mode, n = MODE_LOOKUP[(w << used) & mask]
+            # a vertical mode code that lies wholly inside the window (the rest of it is zero-filled)
+            if not n or not -3 <= mode <= 3 or used + n > LOOKAHEAD_BITS:
+                break
+            group.append((mode, n))
+            used += n
+        if len(group) >= 2:
+            entry = tuple(group)
+            table[w] = entries.setdefault(entry, entry)
+    return table
+
+
+HorizontalEntry = tuple[int, int, int]
+
+
+def _horizontal_runs(colour: int) -> list[HorizontalEntry | None]:
+    first, second = (WHITE_LOOKUP, BLACK_LOOKUP) if colour == WHITE else (BLACK_LOOKUP, WHITE_LOOKUP)
+    code, n_code = HORIZONTAL_CODE
+    entries: dict[HorizontalEntry, HorizontalEntry] = {}
+    table: list[HorizontalEntry | None] = [None] * (1 << LOOKAHEAD_BITS)
+    mask = (1 << LOOKAHEAD_BITS) - 1
+    for w in range(1 << LOOKAHEAD_BITS):
+        if w >> (LOOKAHEAD_BITS - n_code) != code:
+            continue
+        r1, n1 = first[(w << n_code) & mask]
+        if not n1 or r1 >= 64:
+            continue
+        r2, n2 = second[(w << (n_code + n1)) & mask]
+        # Both runs terminating codes wholly inside the window (the rest of it is zero-filled).
+        if n2 and r2 < 64 and n_code + n1 + n2 <= LOOKAHEAD_BITS:
+            entry = (r1, r2, n_code + n1 + n2)
+            table[w] = entries.setdefault(entry, entry)
+    return table
+
+
+PAIR_LOOKUP: Final = _pair_lookup()
+"""13-bit windows that start with a white terminating code followed by a whole black terminating code:
+(white run, white code length, black run, both code lengths); None for the others."""
+H_RUNS: Final = (_horizontal_runs(WHITE), _horizontal_runs(BLACK))
+"""Per colour at a0: 13-bit windows that hold a whole horizontal mode code and its two runs as
+terminating codes: (run a0a1, run a1a2, length of the three codes); None for the others."""
+V_GROUPS: Final = _vertical_groups()
+"""13-bit windows that start with two or more whole vertical mode codes: ((m, code length), ...) for each
+of them in order; None for the others."""
 
 
 def all_code_words() -> list[str]:
