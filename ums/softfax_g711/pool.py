@@ -24,17 +24,21 @@ row is held and its image-modem row bridges the gap as after packet loss; after
 
 Per step and per bank, the rows of the calls that need that receiver for their piece (what
 :meth:`ModemFrontEnd._needs` says: V.21 and the image modem while undecided, only the winner after)
-get their samples; other rows get silence (they are reset or restarted before they are used again,
-as a single receiver that is not fed is); a bank nobody needs is not run.  A lost piece (``fillin``)
-is bridged by the image-modem banks (carrier and clocks run on, see
+get their samples; a bank nobody needs is not run.  A V.17 or V.21 bank steps only its rows up to
+the highest one fed (``receive_first``, see :mod:`.banks`): the rows above it are held as they are, as
+a single receiver that is not fed; other rows below it get silence (either way they are reset or
+restarted before they are used again).  The other banks step all their rows.  A lost piece
+(``fillin``) is bridged by the image-modem banks (carrier and clocks run on, see
 :meth:`~.v17.V17RxBank.fillin`) and skipped by V.21 (the row is held, as if not fed).  Rows are
-allocated per call and modem the first time the call listens for that modem, and kept until
+allocated per call and modem the first time the call listens for that modem, the lowest free row
+first (so the rows in use stay packed at the start of a bank), and kept until
 :meth:`PooledFrontEnd.close`, so a V.17 short train finds the equaliser of the call's last long train.
 Banks have :attr:`ModemPool.bank_size` rows; a new bank is made when all are taken.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
@@ -78,18 +82,20 @@ class _Banks:
         return V27terRxBank(self.size, 4800, cutoff_dbm0=self.cutoff_dbm0)
 
     def allocate(self) -> _Slot:
+        """The lowest free row of the first bank with one (rows in use stay packed at the start of a
+        bank, which steps only up to its highest row fed)."""
         if not self.free:
             b = len(self.banks)
             self.banks.append(self._make())
             self.used.append(0)
-            self.free = [(b, r) for r in range(self.size - 1, -1, -1)]
-        slot = self.free.pop()
+            self.free = [(b, r) for r in range(self.size)]
+        slot = heapq.heappop(self.free)
         self.used[slot[0]] += 1
         return slot
 
     def release(self, slot: _Slot) -> None:
         self.used[slot[0]] -= 1
-        self.free.append(slot)
+        heapq.heappush(self.free, slot)
 
     def run(self, feeds: dict[_Slot, tuple[npt.NDArray[np.int16] | None, int]]) -> dict[_Slot, RxOutput]:
         """One step of every bank with a row in ``feeds`` (slot -> (samples, _DATA/_LOST)); the
@@ -100,17 +106,19 @@ class _Banks:
         out: dict[_Slot, RxOutput] = {}
         for b, rows in by_bank.items():
             bank = self.banks[b]
-            x = np.zeros((self.size, STEP), dtype=np.int16)
-            lost = np.zeros(self.size, dtype=np.bool_)
+            # V.17 and V.21 banks step their rows up to the highest one fed (the others are held).
+            size = max(r for r, _, _ in rows) + 1 if self.kind in ("v17", "v21") else self.size
+            x = np.zeros((size, STEP), dtype=np.int16)
+            lost = np.zeros(size, dtype=np.bool_)
             for r, xr, code in rows:
                 if code == _DATA and xr is not None:
                     x[r] = xr
                 else:
                     lost[r] = True
             if self.kind == "v21":
-                outs = bank.receive(x, hold=lost if lost.any() else None)
+                outs = bank.receive_first(x, hold=lost if lost.any() else None)
             elif self.kind == "v17":
-                outs = bank.receive(x, np.repeat(lost[:, None], STEP, axis=1) if lost.any() else None)
+                outs = bank.receive_first(x, np.repeat(lost[:, None], STEP, axis=1) if lost.any() else None)
             else:
                 outs = bank.receive(x, lost if lost.any() else None)
             for r, _, _ in rows:
@@ -180,7 +188,11 @@ class PooledFrontEnd(ModemFrontEnd):
 
     def receive(self, samples: npt.ArrayLike) -> FrontEndOutput:
         """Queue int16 samples; the items come from :meth:`ModemPool.step`."""
-        self._put(np.asarray(samples, dtype=np.int16).ravel(), _DATA)
+        x = np.asarray(samples, dtype=np.int16).ravel()
+        if x.size == STEP and not self._part.size and not self.closed:
+            self._queue.append((_DATA, x))  # the usual 20 ms block
+        else:
+            self._put(x, _DATA)
         return FrontEndOutput()
 
     def fillin(self, n: int) -> FrontEndOutput:
@@ -190,7 +202,10 @@ class PooledFrontEnd(ModemFrontEnd):
 
     def idle(self, n: int) -> None:
         """``n`` samples during which nothing is listened to (the terminal is transmitting)."""
-        self._put(np.zeros(max(0, int(n)), dtype=np.int16), _IDLE)
+        if n == STEP and not self._part.size and not self.closed:
+            self._queue.append((_IDLE, None))  # the usual 20 ms block
+        else:
+            self._put(np.zeros(max(0, int(n)), dtype=np.int16), _IDLE)
 
     def _put(self, x: npt.NDArray[np.int16], code: int) -> None:
         if self.closed or x.size == 0:
@@ -288,7 +303,7 @@ class ModemPool:
         """Run the banks while every front end has a piece queued; returns the number of steps."""
         done = 0
         while self._members:
-            counts = [fe.queued for fe in self._members]
+            counts = [len(fe._queue) for fe in self._members]
             if min(counts) == 0 and max(counts) <= self.max_backlog:
                 break
             self._step_once()

@@ -19,7 +19,8 @@ Transmit: the engine's sending commands are played back to back from a queue.  C
 ``SendHdlc`` is V.21 channel 2 with 1 s of flags before the frames (T.30 §5.3); ``SendTcf``,
 ``SendPage`` and ``SendEcmFrames`` use the image modem (V.17, V.29, V.27 ter) with the page bits
 sent first bit first (the T.4 octets least significant bit first) and, in ECM, HDLC framing after
-200 ms of flags (T.30 Annex A).  ``Receive`` takes effect when the sends before it are done, and
+200 ms of flags (T.30 Annex A).  CED and a V.21 burst are generated whole when they start, then
+played out in blocks.  ``Receive`` takes effect when the sends before it are done, and
 :class:`~ums.fax.t30.SendComplete` is reported when the queue is empty.
 
 Receive: half duplex, so nothing is received while a command is being sent (our own signal, or its
@@ -126,6 +127,27 @@ class _Player:
         return chunk[: int(nz[-1]) + 1 if nz.size else 0], True
 
 
+class _Rendered:
+    """A signal generated in one piece beforehand (CED, a V.21 burst: everything to send is known when
+    the command starts), played out in blocks; trailing zeros are dropped as :class:`_Player` does."""
+
+    def __init__(self, samples: Samples) -> None:
+        nz = np.flatnonzero(samples)
+        self._samples = samples[: int(nz[-1]) + 1 if nz.size else 0]
+        self._pos = 0
+
+    @property
+    def done(self) -> bool:
+        return self._pos >= self._samples.size
+
+    def generate(self, n: int) -> Samples:
+        chunk = self._samples[self._pos : self._pos + n]
+        self._pos += n
+        if chunk.size < n:
+            chunk = np.concatenate([chunk, np.zeros(n - chunk.size, dtype=np.int16)])
+        return chunk
+
+
 def _fast_tx(modem: str, rate: int, level_dbm0: float, short_train: bool) -> V17Tx | V29Tx | V27terTx:
     if modem == "v17":
         return V17Tx(rate, level_dbm0=level_dbm0, short_train=short_train)
@@ -205,7 +227,7 @@ class AudioFaxTerminal:
     @property
     def transmitting(self) -> bool:
         """A send command is being played (the receivers are not listening)."""
-        return self._player is not None or any(_blocks_rx(c) for c in self._queue)
+        return self._player is not None or (bool(self._queue) and any(_blocks_rx(c) for c in self._queue))
 
     @property
     def sending(self) -> Command | None:
@@ -244,9 +266,12 @@ class AudioFaxTerminal:
 
     def transmit(self, n: int, now: float | None = None) -> Samples:
         """The next ``n`` samples to send (silence when idle)."""
-        out = np.zeros(n, dtype=np.int16)
         base = self._tx_samples
         self._poll(self._time(now, base))
+        if self._player is None and not self._queue and not self._sent_any:  # nothing to play
+            self._tx_samples += n
+            return self._cng.generate(n) if self._cng is not None else np.zeros(n, dtype=np.int16)
+        out = np.zeros(n, dtype=np.int16)
         filled = 0
         while filled < n:
             if self._player is None:
@@ -271,11 +296,14 @@ class AudioFaxTerminal:
         self._rx_samples += x.size
         t = self._time(now, self._rx_samples)
         self._poll(t)
-        if self.finished or self.transmitting:
+        if self.engine.finished or self.transmitting:
             self.front_end.idle(x.size)
             return
-        self._listen_fresh()
-        self._items(self.front_end.receive(x).items, t)
+        if self._rx_stale:
+            self._listen_fresh()
+        items = self.front_end.receive(x).items
+        if items:  # a pooled front end's come later, from the pool
+            self._items(items, t)
 
     def fillin(self, n: int, now: float | None = None) -> None:
         """``n`` received samples were lost (packet loss).  During a non-ECM page the engine is told
@@ -308,7 +336,8 @@ class AudioFaxTerminal:
 
     def _time(self, now: float | None, samples: int) -> float:
         t = samples / SAMPLE_RATE if now is None else now
-        self._now = max(self._now, t)
+        if t > self._now:
+            self._now = t
         return self._now
 
     def _poll(self, now: float) -> None:
@@ -362,15 +391,21 @@ class AudioFaxTerminal:
             return _Player(silence=round(c.ms * SAMPLE_RATE / 1000))
         if isinstance(c, SendTone):
             ms = 3000 if c.duration_ms is None else c.duration_ms
-            return _Player(ToneGenerator([Segment(CED_DELAY_S), Segment(ms / 1000, ANS_HZ)], lvl))
+            segments = [Segment(CED_DELAY_S), Segment(ms / 1000, ANS_HZ)]
+            length = sum(round(s.duration_s * SAMPLE_RATE) for s in segments)
+            return _Player(_Rendered(ToneGenerator(segments, lvl).generate(length)))
         enc = HdlcEncoder()
         if isinstance(c, SendHdlc):
             tx = FskTx(2, level_dbm0=lvl)
             flags = -(-round(V21_PREAMBLE_S * 300) // 8)
-            tx.send(enc.frames(list(c.frames), preamble_flags=flags))
-            tx.send(enc.flags(1))
+            bits = np.concatenate([enc.frames(list(c.frames), preamble_flags=flags), enc.flags(1)])
+            tx.send(bits)
             tx.finish()
-            return _Player(tx)
+            # The whole burst at once (bit edges on the nearest sample: 80/3 samples a bit).
+            parts = [tx.generate(-(-bits.size * SAMPLE_RATE // tx.spec.baud) + 1)]
+            while not tx.done:
+                parts.append(tx.generate(SAMPLE_RATE // 50))
+            return _Player(_Rendered(np.concatenate(parts)))
         if isinstance(c, SendTcf):
             ftx = _fast_tx(c.modem, c.rate, lvl, False)
             ftx.send(np.zeros(c.rate * c.duration_ms // 1000, dtype=np.uint8))

@@ -292,9 +292,12 @@ _CAND_IDX = (
 _CAND_PTS = _ALL_POINTS[_CAND_GLOBAL]  # (cells, K, 8)
 _CAND_PTS_T = _CAND_PTS.transpose(1, 0, 2).reshape(_K, -1).copy()  # (K, cells * 8)
 _CAND_C64 = _CAND_PTS.astype(np.complex64).transpose(1, 0, 2).copy()  # (K, cells, 8)
-_PRED_STATE_T = _PRED_STATE.T.copy()  # (4, 8): [branch, next state]
+_PRED_STATE_T = _PRED_STATE.T.astype(np.int8)  # (4, 8): [branch, next state]
+# The add-compare-select loop of ViterbiBank relies on this layout of the predecessors.
+assert (_PRED_STATE_T == 2 * np.arange(4)[:, None] + (np.arange(8) >= 4)[None, :]).all()
 _PRED_SUBSET_T = _PRED_SUBSET.T.copy()
 _STATES = np.arange(8)
+_HIGH_HALF = (_STATES >= 4).astype(np.int8)
 
 
 def decision_grid(points: npt.ArrayLike) -> Complex:
@@ -345,6 +348,10 @@ class ViterbiBank:
     from the kept symbol once the path is known.
     """
 
+    #: Per-channel arrays (see :mod:`.banks`); the path metrics are state-major.
+    _BANK_SHARED: frozenset[str] = frozenset()
+    _BANK_ROW_AXIS1: frozenset[str] = frozenset({"metric"})
+
     def __init__(self, n: int, bit_rate: int = 14400, depth: int = TRACEBACK_DEPTH) -> None:
         if depth < 2:
             raise ValueError("depth must be at least 2")
@@ -383,17 +390,19 @@ class ViterbiBank:
     def _cells_flat(z: Complex, rate: Ints) -> Ints:
         n, t_len = z.shape
         g = ((z.view(np.float64).reshape(n, t_len, 2) + GRID_HALF) * (1.0 / GRID_STEP)).astype(np.int64)
-        np.clip(g, 0, GRID_N - 1, out=g)
+        np.maximum(g, 0, out=g)  # np.clip(g, 0, GRID_N - 1, out=g) without its Python overhead
+        np.minimum(g, GRID_N - 1, out=g)
         return np.asarray((rate[:, None] * GRID_N + g[..., 0]) * GRID_N + g[..., 1], dtype=np.int64)
 
     @staticmethod
     def _subset_distances(z: Complex, cell: Ints) -> npt.NDArray[np.float32]:
         """``(K, n, T, 8)`` squared distances to each subset's candidate points -> min over ``K``."""
-        off = _CAND_C64[:, cell] - z.astype(np.complex64)[None, :, :, None]
+        off = _CAND_C64[:, cell]
+        off -= z.astype(np.complex64)[None, :, :, None]
         sq = off.view(np.float32).reshape(*off.shape, 2)
         sq *= sq
         both = sq[..., 0] + sq[..., 1]
-        return np.asarray(both.min(axis=0), dtype=np.float32)
+        return np.asarray(np.minimum(both[0], both[1]) if _K == 2 else both.min(axis=0), dtype=np.float32)
 
     @staticmethod
     def _nearest_in_subset(z: Complex, cell: Ints, subset: Ints) -> Ints:
@@ -450,15 +459,23 @@ class ViterbiBank:
         metric = self.metric[:, rows_idx]
         live = np.arange(t_len)[:, None] < cnt[None, :]  # (T, n)
         full = int(cnt.min())  # steps every channel takes
-        pst = _PRED_STATE_T
+        # The predecessor on branch b of state s is 2 b + (s >= 4) (see _PRED_STATE_T): with the states
+        # as (s >= 4, s % 4), ``metric[_PRED_STATE_T]`` is ``metric`` as (4, 2, 1, n) broadcast.
+        branch4 = branch.reshape(t_len, 4, 2, 4, n)
+        cands4 = cands.reshape(t_len, 4, 2, 4, n)
+        into = metrics.reshape(t_len, 2, 4, n)  # the new metrics, as (s >= 4, s % 4)
+        prev = [metric.reshape(4, 2, 1, n), *metrics[:-1].reshape(t_len - 1, 4, 2, 1, n)]
+        pairs = np.empty((2, 2, 4, n), dtype=np.float32)
         for t in range(t_len):
-            cand = cands[t]
-            np.add(metric[pst], branch[t], out=cand)
-            new = cand.min(axis=0)
+            cand = cands4[t]
+            np.add(prev[t], branch4[t], out=cand)
+            # the minimum over the 4 branches: of branches 0 / 2 and 1 / 3, then of the two
+            np.minimum(cand[:2], cand[2:], out=pairs)
+            np.minimum(pairs[0], pairs[1], out=into[t])
             if t >= full:
-                new = np.where(live[t], new, metric)
-            metrics[t] = new
-            metric = new
+                new = metrics[t]
+                new[...] = np.where(live[t], new, metrics[t - 1] if t else metric)
+        metric = metrics[-1]
         self.metric[:, rows_idx] = metric - metric.min(axis=0)
         # The branch taken into each state: the first whose candidate equals the minimum.
         miss = [cands[:, j] != metrics for j in range(3)]
@@ -476,7 +493,7 @@ class ViterbiBank:
         rows = np.arange(n)[:, None]
         tt = np.arange(t_len)[None, :]
         start = np.minimum(tt + h, h + cnt[:, None] - 1)
-        flat_pred = _PRED_STATE_T[all_choice, _STATES].ravel()
+        flat_pred = ((all_choice << 1) + _HIGH_HALF).ravel()  # _PRED_STATE_T[all_choice, _STATES]
         at = rows * ((h + t_len) * 8) + start * 8
         state = all_best[rows, start]
         for _ in range(h):

@@ -13,9 +13,12 @@ How it works
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
+from .banks import first_rows
 from .common import (
     FULL_SCALE,
     FULL_SCALE_DBM0,
@@ -340,6 +343,24 @@ _TRAIN_INV = 1.0 / (np.abs(_TRAIN_LONG) ** 2)
 _PHASE_REF = np.array([_TRAIN_LONG[0]] + [ABCD[1] if j % 2 else ABCD[0] for j in range(1, _PHASE_FIT)])
 
 
+_NO_BITS: Bits = np.zeros(0, dtype=np.uint8)
+_NO_BITS.flags.writeable = False
+_Arr = TypeVar("_Arr", bound=npt.NDArray[Any])
+
+
+def _clip(x: _Arr, lo: float, hi: float, out: _Arr | None = None) -> _Arr:
+    """``np.clip(x, lo, hi)`` for numbers (the same values) without its Python overhead."""
+    return np.minimum(np.maximum(x, lo, out=out), hi, out=out)  # type: ignore[no-any-return]
+
+
+def _cis(x: _F64) -> Complex:
+    """``exp(1j * x)`` for real ``x`` (the same values, from one cosine and one sine)."""
+    out = np.empty(x.shape, dtype=np.complex128)
+    np.cos(x, out=out.real)
+    np.sin(x, out=out.imag)
+    return out
+
+
 def _dbm0_mean_square(dbm0: float) -> float:
     return float((FULL_SCALE * FULL_SCALE / 2.0) * 10.0 ** ((dbm0 - FULL_SCALE_DBM0) / 10.0))
 
@@ -382,7 +403,12 @@ class V17RxBank:
 
     Lost samples (a G.711 packet that never came: :meth:`fillin`, or ``missing`` in :meth:`receive`)
     are bridged: the carrier and the symbol clock run on, the loops hold still.
+
+    :meth:`receive_first` steps only the first rows (see :func:`.banks.first_rows`).
     """
+
+    #: Every array attribute is per channel (see :mod:`.banks`).
+    _BANK_SHARED: frozenset[str] = frozenset()
 
     def __init__(self, n: int, bit_rate: int, *, cutoff_dbm0: float = -45.5) -> None:
         self.n = n
@@ -496,6 +522,21 @@ class V17RxBank:
         self._pending_miss = mbuf[:, whole:]
         return self._collect()
 
+    def receive_first(self, samples: npt.ArrayLike, missing: npt.ArrayLike | None = None) -> list[RxOutput]:
+        """:meth:`receive` for the first ``k`` channels, ``samples`` (and ``missing``) shaped ``(k, m)``
+        with ``m`` a multiple of 160; one output per fed channel.  The other channels are not stepped:
+        they stay as they are, as receivers that are not fed, and cost no time (see
+        :func:`.banks.first_rows`)."""
+        x = np.asarray(samples)
+        if x.ndim != 2 or not 0 < x.shape[0] <= self.n or x.shape[1] % CHUNK:
+            raise ValueError(
+                f"samples must be shaped (k, m) with 0 < k <= {self.n} and m a multiple of {CHUNK}"
+            )
+        if self._pending.shape[1]:
+            raise ValueError("receive_first after a block that was not a multiple of 160 samples")
+        with first_rows(self, x.shape[0]):
+            return self.receive(x, missing)
+
     def fillin(self, n_samples: int) -> list[RxOutput]:
         """``n_samples`` lost samples on every channel (for some channels only: ``missing`` of
         :meth:`receive`).
@@ -509,8 +550,13 @@ class V17RxBank:
         return self.receive(np.zeros(miss.shape, dtype=np.int16), miss)
 
     def _collect(self) -> list[RxOutput]:
-        outs = [RxOutput() for _ in range(self.n)]
-        if self._out_bits:
+        outs = [RxOutput(_NO_BITS, []) for _ in range(self.n)]
+        if len(self._out_bits) == 1:  # one step: each channel's bits are the start of its row
+            bits, count = self._out_bits[0]
+            for ch, c in enumerate(count.tolist()):
+                if c:
+                    outs[ch].bits = bits[ch, :c].copy()
+        elif self._out_bits:
             bits = np.concatenate([b for b, _ in self._out_bits], axis=1)
             valid = np.concatenate(
                 [np.arange(b.shape[1])[None, :] < c[:, None] for b, c in self._out_bits], axis=1
@@ -537,7 +583,7 @@ class V17RxBank:
         window = np.concatenate([self._mix_hist, xm], axis=1)
         self._mix_hist = window[:, CHUNK:]
         spectrum = np.fft.fft(window, axis=1)
-        phasor = np.sum(_TIMING_W * spectrum[:, _EDGE_LO] * np.conj(spectrum[:, _EDGE_HI]), axis=1)
+        phasor = np.add.reduce(_TIMING_W * spectrum[:, _EDGE_LO] * np.conj(spectrum[:, _EDGE_HI]), axis=1)
 
         # Acquire on the first step after carrier detect whose power is within 3 dB of the step before.
         acquire = np.nonzero((self._stage == _ACQ) & self._steady & self._live)[0]
@@ -599,18 +645,20 @@ class V17RxBank:
         below = ((off_ms < self._off_ms) & (on_ms < self._off_ms)) | gap
         up_any = above.any(axis=1) & ~self.carrier_on
         down_any = below.any(axis=1) & self.carrier_on
-        ups = np.where(up_any, np.argmax(above, axis=1), -1)
-        downs = np.where(down_any, np.argmax(below, axis=1), -1)
+        ups = np.where(up_any, above.argmax(axis=1), -1)
+        downs = np.where(down_any, below.argmax(axis=1), -1)
         # A rise of 6 dB over the strongest power seen since the carrier came up (not counting the
         # step in which it did).
         jump = (on_ms > _RISE * self._ref_ms[:, None]) & (self._ref_age >= 1)[:, None]
-        rises = np.where(jump.any(axis=1) & self.carrier_on & ~down_any, np.argmax(jump, axis=1), -1)
+        rises = np.where(
+            np.logical_or.reduce(jump, axis=1) & self.carrier_on & ~down_any, jump.argmax(axis=1), -1
+        )
         self.carrier_on = (self.carrier_on | up_any) & ~down_any
         after_down = np.where(np.arange(CHUNK)[None, :] >= downs[:, None], off_ms, np.inf)
         self._floor_ms = np.where(
             down_any, after_down.min(axis=1), np.where(self.carrier_on, np.inf, floor[:, -1])
         )
-        level = on_ms.mean(axis=1)
+        level = np.add.reduce(on_ms, axis=1) / CHUNK  # the mean
         self._steady = (level < 2.0 * self._level) & (self._level < 2.0 * level)
         self._level = level
         self._ref_age = np.where(up_any, 0, self._ref_age + 1)
@@ -673,7 +721,7 @@ class V17RxBank:
         """This chunk's T/2 samples (band-limited resampling of the filtered window onto the T/2
         grid), paired into symbols, through the equaliser, the training and the decoder."""
         n = self.n
-        ramp = np.exp(1j * self._phi[:, None] * _FOLD_SLOPE)
+        ramp = _cis(self._phi[:, None] * _FOLD_SLOPE)
         grid = np.fft.ifft(spectrum[:, _FOLD_SRC] * _FOLD_H * ramp, axis=1)  # (n, _GRID)
         # The stream: a leftover sample, then grid points _mlo .. _GRID - 1; pairs (half, on-time).
         total = np.where(run, _GRID - self._mlo + self._has_left, 0)
@@ -682,7 +730,7 @@ class V17RxBank:
         if smax == 0:
             return
         j = np.arange(2 * smax + 1)[None, :]
-        src = np.clip(self._mlo[:, None] + j - self._has_left[:, None], 0, _GRID - 1)
+        src = _clip(self._mlo[:, None] + j - self._has_left[:, None], 0, _GRID - 1)
         stream = grid[np.arange(n)[:, None], src] * self._gain[:, None]
         stream[:, 0] = np.where(self._has_left > 0, self._left, stream[:, 0])
         odd = (total % 2).astype(np.int64)
@@ -705,10 +753,15 @@ class V17RxBank:
             self._abab_n[ch] = 0
         # Equaliser input windows: the last EQ_LEN T/2 samples ending at each on-time sample.
         stream = np.concatenate([self._eqhist, t2.reshape(n, 2 * smax)], axis=1)
-        windows = np.lib.stride_tricks.sliding_window_view(stream, EQ_LEN, axis=1)[:, 1::2]  # (n, S, L)
+        # windows[:, s, k] = stream[:, 2 s + 1 + k] (a view; as sliding_window_view(...)[:, 1::2])
+        tail = stream[:, 1:]
+        step = tail.strides[1]
+        windows = np.lib.stride_tricks.as_strided(
+            tail, shape=(n, smax, EQ_LEN), strides=(tail.strides[0], 2 * step, step), writeable=False
+        )
         keep = counts[:, None] * 2 + np.arange(EQ_LEN - 1)[None, :]
         self._eqhist = stream[np.arange(n)[:, None], keep]
-        y0 = np.einsum("nsk,nk->ns", windows, self._w)
+        y0 = (windows @ self._w[:, :, None])[:, :, 0]
 
         q = self._schedule_q(run, valid, y0, counts, s0)
         self._loop(q, windows, y0, s0)
@@ -800,13 +853,21 @@ class V17RxBank:
         n, smax = q.shape
         short = self._short[:, None]
         training = q >= 0
-        seg2_end = np.where(short, SEG2_SHORT_LEN, SEG2_LEN)
         tcm_start = np.where(short, SEG2_SHORT_LEN, _BRIDGE_END)
+        if not (training & (q < tcm_start + SEG4_LEN)).any():
+            # Data only (every symbol past segment 4): no known symbols, no bridge, no test windows;
+            # every channel tracks on decisions a whole step at once.
+            adv = training.astype(np.float64)
+            lutsel = self._rate[:, None] * (GRID_N * GRID_N)
+            z_out, d_out = self._track_block(slice(None), y0, adv, lutsel, windows, training)
+            self._after_loop(q, z_out, d_out, training, training, tcm_start[:, 0], s0, tests=False)
+            return
+        seg2_end = np.where(short, SEG2_SHORT_LEN, SEG2_LEN)
         known = training & (q >= 1) & (q < seg2_end)
         bridge = training & ~short & (q >= SEG2_LEN) & (q < _BRIDGE_END)
         tcm = training & (q >= tcm_start)
         track = known | bridge | tcm
-        qc = np.clip(q, 0, _TRAIN_LONG.size - 1)
+        qc = _clip(q, 0, _TRAIN_LONG.size - 1)
         tgt = np.where(known, _TRAIN_LONG[qc], 0.0)
         tinv = np.where(known, _TRAIN_INV[qc], 0.0)
         lutsel = np.where(bridge, _ABCD_SEL, self._rate[:, None]) * (GRID_N * GRID_N)
@@ -824,6 +885,10 @@ class V17RxBank:
         # Channels receiving known symbols (or adapting on them) run symbol by symbol; the others
         # (decisions only) a whole step at once.  Each channel's path depends on its own state only.
         by_symbol = (known | (mu > 0.0)).any(axis=1)
+        if not by_symbol.any():  # every channel a step at once (data mode): no copies of the rows
+            z_out, d_out = self._track_block(slice(None), y0, adv, lutsel, windows, tcm)
+            self._after_loop(q, z_out, d_out, training, tcm, tcm_start[:, 0], s0)
+            return
         z_out = np.zeros((n, smax), dtype=np.complex128)
         d_out = np.zeros((n, smax), dtype=np.complex128)
         if not by_symbol.all():
@@ -889,11 +954,11 @@ class V17RxBank:
             inv = tinv[:, s]
             if need_lut:
                 g = ((z.view(np.float64).reshape(n, 2) + half) * inv_step).astype(np.int64)
-                np.clip(g, 0, top, out=g)
+                _clip(g, 0, top, out=g)
                 cell = lutsel[:, s] + g[:, 0] * GRID_N + g[:, 1]
                 d = np.where(known[:, s], d, _LUT[cell])
                 inv = np.where(known[:, s], inv, _LUT_INV[cell])
-            pe = np.clip((z * np.conj(d)).imag * inv, -1.0, 1.0)  # bounded even for a wild z
+            pe = _clip((z * np.conj(d)).imag * inv, -1.0, 1.0)  # bounded even for a wild z
             theta = theta + omega * adv[:, s] + kp[:, s] * pe
             omega = omega + ki[:, s] * pe
             if lms:
@@ -907,7 +972,7 @@ class V17RxBank:
         return z_out, d_out
 
     def _track_block(
-        self, rows: _I64, y: Complex, adv: _F64, lutsel: _I64, windows: Complex, adapt: _B
+        self, rows: _I64 | slice, y: Complex, adv: _F64, lutsel: _I64, windows: Complex, adapt: _B
     ) -> tuple[Complex, Complex]:
         """Carrier tracking on decisions for a whole step at once, for ``rows``: the phase runs on at
         the carrier frequency through the step, and the loop is updated with the summed phase errors
@@ -917,14 +982,14 @@ class V17RxBank:
         theta = self._theta[rows]
         omega = self._omega[rows]
         ramp = np.cumsum(adv, axis=1) - adv
-        rot = np.exp(-1j * (theta[:, None] + ramp * omega[:, None]))
+        rot = _cis(-(theta[:, None] + ramp * omega[:, None]))
         z = y * rot
         n, smax = z.shape
         g = ((z.view(np.float64).reshape(n, smax, 2) + GRID_HALF) * (1.0 / GRID_STEP)).astype(np.int64)
-        np.clip(g, 0, GRID_N - 1, out=g)
+        _clip(g, 0, GRID_N - 1, out=g)
         cell = lutsel + g[..., 0] * GRID_N + g[..., 1]
         d = _LUT[cell]
-        pe = np.clip((z * np.conj(d)).imag * _LUT_INV[cell], -1.0, 1.0) * adv
+        pe = _clip((z * np.conj(d)).imag * _LUT_INV[cell], -1.0, 1.0) * adv
         total = np.where(self._live[rows], pe.sum(axis=1), 0.0)
         adapt = adapt & self._live[rows][:, None]
         self._theta[rows] = np.mod(theta + adv.sum(axis=1) * omega + _KP_BLOCK * total, 2.0 * np.pi)
@@ -934,7 +999,7 @@ class V17RxBank:
                 np.where(adapt, (np.conj(d) - np.conj(z)) * rot, 0.0)
                 * (_MU_DATA * self._mu_scale[rows])[:, None]
             )
-            self._w[rows] = self._w[rows] + np.conj(np.einsum("ns,nsk->nk", e, windows))
+            self._w[rows] = self._w[rows] + np.conj((e[:, None, :] @ windows)[:, 0])
         return z, d
 
     # ---------------------------------------------------------------------------------------
@@ -948,24 +1013,29 @@ class V17RxBank:
         tcm: _B,
         tcm_start: _I64,
         s0: int,
+        *,
+        tests: bool = True,
     ) -> None:
-        err2 = np.abs(z - d) ** 2
+        """Training tests, the Viterbi decoder and the bits out (``tests`` False: no symbol of this step
+        is in a test window)."""
         short = self._short
         # training tests, summed over their windows
-        long_win = training & ~short[:, None] & (q >= _TEST_START) & (q < _TEST_END)
-        short_win = training & short[:, None] & (q >= _SHORT_TEST_START) & (q < SEG2_SHORT_LEN)
         ones_win = tcm & (q < tcm_start[:, None] + SEG4_LEN)
-        self._err += np.sum(np.where(long_win | short_win | ones_win, err2, 0.0), axis=1)
+        if tests:
+            err2 = np.abs(z - d) ** 2
+            long_win = training & ~short[:, None] & (q >= _TEST_START) & (q < _TEST_END)
+            short_win = training & short[:, None] & (q >= _SHORT_TEST_START) & (q < SEG2_SHORT_LEN)
+            self._err += np.sum(np.where(long_win | short_win | ones_win, err2, 0.0), axis=1)
         has = training.any(axis=1)
-        q_next = np.where(has, np.max(np.where(training, q, -1), axis=1) + 1, self._q)
-        q_start = np.where(has, np.min(np.where(training, q, 1 << 40), axis=1), 0)
+        q_next = np.where(has, np.maximum.reduce(np.where(training, q, -1), axis=1) + 1, self._q)
+        q_start = np.where(has, np.minimum.reduce(np.where(training, q, 1 << 40), axis=1), 0)
         in_train = has & (self._stage == _TRAIN)
         if not in_train.any():
             self._q = np.where(self._stage == _DATA, q_next, self._q)
             self._emit(self._decode(tcm & (self._stage == _DATA)[:, None], q, z, tcm_start))
             return
         # Expecting a short train: does segment 2 go on past its 38 symbols (a long train)?
-        qc = np.clip(q, 0, _TRAIN_LONG.size - 1)
+        qc = _clip(q, 0, _TRAIN_LONG.size - 1)
         long_on = ones_win & short[:, None] & (np.abs(z - _TRAIN_LONG[qc]) ** 2 < _MATCH_ERR)
         self._match += long_on.sum(axis=1)
         end2 = np.where(short, SEG2_SHORT_LEN, SEG2_LEN)
@@ -1027,7 +1097,7 @@ class V17RxBank:
         if not counts.any():
             return None
         n, smax = q.shape
-        first = np.argmax(tcm, axis=1)
+        first = tcm.argmax(axis=1)
         u0 = np.where(counts > 0, q[np.arange(n), first] - tcm_start, 0)  # TCM index of the first
         restart = np.nonzero((counts > 0) & (u0 == 0))[0]
         for ch in restart.tolist():
@@ -1035,20 +1105,20 @@ class V17RxBank:
             self._descramble_hist[ch] = 0
             self._ones_seen[ch] = 0
             self._ones_zero[ch] = 0
-        idx = np.clip(first[:, None] + np.arange(smax)[None, :], 0, smax - 1)
+        idx = _clip(first[:, None] + np.arange(smax)[None, :], 0, smax - 1)
         za = z[np.arange(n)[:, None], idx]
         words, _ = self._viterbi.decode(za, counts)
         h = self._viterbi.depth - 1
         # The decisions that belong to a symbol (TCM index >= 0) are a run [j0, counts) of each row;
         # those of segment 4 (TCM index < SEG4_LEN) only feed the descrambler.
-        j0 = np.minimum(np.clip(h - u0, 0, None), counts)
+        j0 = np.minimum(np.maximum(h - u0, 0), counts)
         first_u = np.maximum(u0 - h, 0)  # TCM index of decision j0
         nsym = counts - j0
         k_all = np.array(_BITS)[self._rate]
         out = np.zeros((n, smax * 6), dtype=np.uint8)
         data_n = np.zeros(n, dtype=np.int64)
         taps = SCRAMBLER_TAPS
-        for k in np.unique(k_all[nsym > 0]).tolist():
+        for k in sorted(set(k_all[nsym > 0].tolist())):
             g = np.nonzero((nsym > 0) & (k_all == k))[0]
             rows = g[:, None]
             sym = words[rows, np.minimum(j0[g][:, None] + np.arange(smax)[None, :], smax - 1)]
@@ -1062,15 +1132,20 @@ class V17RxBank:
             )
             local = np.arange(g.size)[:, None]
             self._descramble_hist[g] = buf[local, nb[:, None] + np.arange(taps[1])[None, :]]
-            skip = np.minimum(np.clip(SEG4_LEN - first_u[g], 0, None) * k, nb)
-            pos = np.arange(stream.shape[1])[None, :]
-            lo = (_ONES_FROM - first_u[g])[:, None] * k
-            hi = np.minimum((SEG4_LEN - h - first_u[g]) * k, nb)[:, None]
-            test = (pos >= lo) & (pos < hi)
-            self._ones_seen[g] += test.sum(axis=1)
-            self._ones_zero[g] += (test & (plain == 0)).sum(axis=1)
-            take = np.minimum(skip[:, None] + np.arange(stream.shape[1])[None, :], stream.shape[1] - 1)
-            out[rows, np.arange(stream.shape[1])[None, :]] = plain[local, take]
+            skip = np.minimum(np.maximum(SEG4_LEN - first_u[g], 0) * k, nb)
+            width = stream.shape[1]
+            lo = (_ONES_FROM - first_u[g]) * k
+            hi = np.minimum((SEG4_LEN - h - first_u[g]) * k, nb)
+            if (np.minimum(hi, width) > np.maximum(lo, 0)).any():  # some bits in the ones test
+                pos = np.arange(width)[None, :]
+                test = (pos >= lo[:, None]) & (pos < hi[:, None])
+                self._ones_seen[g] += test.sum(axis=1)
+                self._ones_zero[g] += (test & (plain == 0)).sum(axis=1)
+            if skip.any():
+                take = np.minimum(skip[:, None] + np.arange(width)[None, :], width - 1)
+                out[g, :width] = plain[local, take]
+            else:
+                out[g, :width] = plain
             data_n[g] = nb - skip
         return out, data_n
 

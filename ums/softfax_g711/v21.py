@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .banks import first_rows
 from .common import (
     SAMPLE_RATE,
     Bits,
@@ -36,6 +37,8 @@ from .common import (
 __all__ = ["V21_CH1", "V21_CH2", "FskRx", "FskRxBank", "FskSpec", "FskTx", "fsk_spec"]
 
 _F64 = npt.NDArray[np.float64]
+_NO_BITS: Bits = np.zeros(0, dtype=np.uint8)
+_NO_BITS.flags.writeable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,11 @@ class FskRxBank:
     difference: the first crossing after carrier-up sets the clock phase, later ones pull it with a
     gain falling to :attr:`CLOCK_GAIN`.  Bits are sampled only while the carrier is on.
     """
+
+    #: Per-channel state for :func:`.banks.first_rows`: every array but the reference oscillators, and
+    #: the clock lists.
+    _BANK_SHARED: frozenset[str] = frozenset({"_osc"})
+    _BANK_ROW_LISTS: frozenset[str] = frozenset({"_psi", "_count", "_crossings"})
 
     #: Power window of the carrier detector (5 ms).
     POWER_WINDOW = 40
@@ -302,15 +310,32 @@ class FskRxBank:
         target_l = t_cross.tolist()
 
         outs: list[RxOutput] = []
-        on = self._on
+        on = self._on.tolist()
         for ch in range(n):
             ch_changes = changes.get(ch) if changes else None
             if not ch_changes and not on[ch]:
-                outs.append(RxOutput())
+                outs.append(RxOutput(_NO_BITS, []))
                 continue
             lo, hi = bounds[ch], bounds[ch + 1]
             at, events = self._clock(ch, n0, m, cr_i_l[lo:hi], target_l[lo:hi], ch_changes)
             outs.append(RxOutput(bits=(d[ch, at] > 0.0).view(np.uint8), events=events))
+        return outs
+
+    def receive_first(self, samples: npt.ArrayLike, hold: npt.ArrayLike | None = None) -> list[RxOutput]:
+        """:meth:`receive` for the first ``k`` channels, ``samples`` shaped ``(k, m)`` (``hold`` shaped
+        ``(k,)``); one output per fed channel.  The other channels are held (as with ``hold``), and
+        only the fed ones cost time (see :func:`.banks.first_rows`)."""
+        x = np.asarray(samples)
+        if x.ndim != 2 or not 0 < x.shape[0] <= self.n:
+            raise ValueError(f"expected samples shaped (k, m) with 0 < k <= {self.n}, got {x.shape}")
+        k = x.shape[0]
+        if k == self.n:
+            return self.receive(x, hold)
+        with first_rows(self, k):
+            outs = self.receive(x, hold)
+        shift = x.shape[1] * self._rate  # the clock counts samples of the bank
+        for ch in range(k, self.n):
+            self._psi[ch] += shift
         return outs
 
     def _receive_holding(self, x: npt.NDArray[Any], held: list[int]) -> list[RxOutput]:

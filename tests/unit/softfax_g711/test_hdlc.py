@@ -261,6 +261,41 @@ def test_round_trip_hypothesis(frames: list[bytes], cuts: list[int], shared: boo
     assert frames_of(decode_in_blocks(bits, cuts)) == [(f, True) for f in frames]
 
 
+def _messy_stream(rng: np.random.Generator) -> np.ndarray:
+    """Preambles, good and corrupted frames, aborts, long runs of ones, flags sharing a zero, noise."""
+    enc = HdlcEncoder()
+    parts = [rng.integers(0, 2, 50).astype(np.uint8), enc.flags(int(rng.integers(1, 9)))]
+    for _ in range(40):
+        kind = int(rng.integers(0, 6))
+        frame = enc.frame(rng.integers(0, 256, int(rng.integers(1, 30)), dtype=np.uint8).tobytes())
+        if kind == 1:
+            frame = frame.copy()
+            frame[int(rng.integers(8, frame.size - 8))] ^= 1  # bad FCS or broken stuffing
+        elif kind == 2:
+            frame = np.concatenate([frame[: frame.size // 2], enc.abort()])
+        elif kind == 3:
+            frame = np.ones(int(rng.integers(6, 20)), dtype=np.uint8)
+        elif kind == 4:
+            frame = np.array([0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0], dtype=np.uint8)
+        elif kind == 5:
+            frame = rng.integers(0, 2, int(rng.integers(1, 40))).astype(np.uint8)
+        parts += [frame, enc.flags(int(rng.integers(0, 7)))]
+    return np.concatenate(parts)
+
+
+def test_small_blocks_bit_by_bit_equal_the_array_decoder() -> None:
+    """Blocks of up to 64 bits are decoded bit by bit: every event (kind, bit index, data, FCS check)
+    is the one the array decoder gives for the whole stream, whatever the cuts."""
+    rng = np.random.default_rng(17)
+    for framing_ok_flags in (1, 5):
+        for _ in range(8):
+            bits = _messy_stream(rng)
+            whole = HdlcDecoder(framing_ok_flags=framing_ok_flags, max_len=20).put_bits(bits)
+            assert any(e.kind is HdlcEventKind.FRAME for e in whole)
+            for sizes in ([6], [1, 2, 3], [64], [65], list(rng.integers(1, 130, 40))):
+                assert decode_in_blocks(bits, sizes, framing_ok_flags=framing_ok_flags, max_len=20) == whole
+
+
 def test_bit_index_counts_across_blocks() -> None:
     enc = HdlcEncoder()
     bits = enc.frames([b"a", b"bc"], preamble_flags=5)
