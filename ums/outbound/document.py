@@ -63,7 +63,8 @@ is faxed as it is, signature included.
 How it works
 ------------
 Pure apart from the rendering: the mail is parsed with ``email`` (``policy.default``), the parts
-are walked once to pick the text and the attachments, then each is rendered by the ``render``
+are walked once to pick the text and the attachments (text parts decoded and HTML text read by
+``ums.mailgate.mailtext``), then each is rendered by the ``render``
 callable (``render_document`` by default; tests pass a fake).  A file type is checked with
 ``detect_kind`` before rendering, so the refusal names the type; a ZIP or OLE container counts as an
 Office document only with an Office file name (or no file name and an Office MIME type).  Rendering
@@ -82,11 +83,12 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from ums.mailgate.flowed import unflow
+from ums.mailgate.mailtext import BLOCK_TAGS, part_text
+from ums.mailgate.mailtext import html_text as html_text_of
 from ums.render.cover import CoverInfo, render_cover
 from ums.render.documents import (
     OFFICE_EXTENSIONS,
@@ -299,56 +301,16 @@ def is_empty_text(text: str) -> bool:
     )
 
 
-class _HtmlText(HTMLParser):
-    """Text content of an HTML body, without head, scripts, styles and marked signatures."""
-
-    SKIP: Final = frozenset({"head", "style", "script", "title", "template", "noscript"})
-    VOID: Final = frozenset(
-        {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-    )
-    BREAK: Final = frozenset({"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip: list[str] = []  # open elements whose content is left out
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.VOID:
-            if tag == "br" and not self._skip:
-                self.out.append("\n")
-            return
-        marks = {
-            word.lower()
-            for name, value in attrs
-            if name in ("id", "class") and value
-            for word in value.split()
-        }
-        if self._skip or tag in self.SKIP or marks & _SIGNATURE_MARKS:
-            self._skip.append(tag)
-        elif tag in self.BREAK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._skip:
-            if tag in self._skip:
-                while self._skip and self._skip.pop() != tag:
-                    pass
-            return
-        if tag in self.BREAK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(re.sub(r"[ \t\r\n]+", " ", data))
-
-
 def html_text(html: str) -> str:
     """The text of an HTML mail body, one line per block, signatures marked by id/class left out."""
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    return "\n".join(line.strip() for line in "".join(parser.out).split("\n"))
+    return html_text_of(
+        html,
+        skip_quotes=False,
+        cut_marks=frozenset(),
+        drop_marks=_SIGNATURE_MARKS,
+        blocks=BLOCK_TAGS | {"br"},  # "<br/>" and "</br>" break the line once more
+        strip_lines=True,
+    )
 
 
 # -- MIME walk -----------------------------------------------------------------------------------------
@@ -379,18 +341,6 @@ def _filename(part: Message) -> str | None:
 
 def _content_id(part: Message) -> str:
     return _header(part, "Content-ID").strip("<> ").lower()
-
-
-def _text_content(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
-    for charset in (part.get_content_charset(), "utf-8"):
-        if charset:
-            try:
-                return data.decode(charset)
-            except (LookupError, UnicodeDecodeError):
-                continue
-    return data.decode("latin-1")
 
 
 def _is_attachment(part: Message) -> bool:
@@ -501,7 +451,7 @@ def _cids(msg: Message) -> set[str]:
     while stack:
         part = stack.pop()
         if part.get_content_type() == "text/html":
-            found.update(m.group(1).lower() for m in _CID_REF.finditer(_text_content(part)))
+            found.update(m.group(1).lower() for m in _CID_REF.finditer(part_text(part)))
         elif part.get_content_maintype() == "multipart":
             stack.extend(_children(part))
     return found
@@ -527,14 +477,14 @@ def _body_item(walk: _Walk, boilerplate: Sequence[str]) -> _Item | None:
     if walk.plain is not None:
         flowed = str(walk.plain.get_param("format", "") or "").lower() == "flowed"
         delsp = str(walk.plain.get_param("delsp", "") or "").lower() == "yes"
-        text = clean_text(_text_content(walk.plain), flowed=flowed, delsp=delsp, boilerplate=boilerplate)
+        text = clean_text(part_text(walk.plain), flowed=flowed, delsp=delsp, boilerplate=boilerplate)
         if not is_empty_text(text):
             data = text.encode("utf-8")
             return _Item(
                 data, "mail text", "text/plain", "text/plain; charset=utf-8", "text", "the mail text"
             )
     if walk.html is not None:
-        html = _text_content(walk.html)
+        html = part_text(walk.html)
         if not is_empty_text(clean_text(html_text(html), boilerplate=boilerplate)):
             data = html.encode("utf-8")
             return _Item(data, "mail text", "text/html", "text/html; charset=utf-8", "text", "the mail text")
@@ -549,13 +499,13 @@ def _forwarded_text(inner: Message) -> tuple[bytes, str]:
     _walk(inner, walk)
     if walk.plain is None and walk.html is not None:
         table = "".join(f"<b>{n}:</b> {_html_escape(v)}<br>" for n, v in heads)
-        html = f"<p>{table}</p><hr>" + _text_content(walk.html)
+        html = f"<p>{table}</p><hr>" + part_text(walk.html)
         return html.encode("utf-8"), "text/html; charset=utf-8"
     text = "\n".join(f"{n}: {v}" for n, v in heads)
     if walk.plain is not None:
         flowed = str(walk.plain.get_param("format", "") or "").lower() == "flowed"
         delsp = str(walk.plain.get_param("delsp", "") or "").lower() == "yes"
-        body = _text_content(walk.plain).replace("\r\n", "\n")
+        body = part_text(walk.plain).replace("\r\n", "\n")
         body = unflow(body, delsp) if flowed else body
         text += "\n\n" + "\n".join(line.rstrip() for line in body.strip("\n").split("\n"))
     return text.encode("utf-8"), "text/plain; charset=utf-8"
@@ -582,7 +532,7 @@ def _attachment_item(part: Message, number: int) -> _Item | None:
         raise BadDocument(f"cannot fax {label}: unsupported type {ctype}")
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    if part.get_content_maintype() == "text" and not filename and not _text_content(part).strip():
+    if part.get_content_maintype() == "text" and not filename and not part_text(part).strip():
         return None  # an empty inline text fragment between attachments
     if not data:
         raise BadDocument(f"cannot fax {label}: the file is empty")

@@ -30,20 +30,20 @@ used.
 How it works
 ------------
 Pure: the mail is parsed with stdlib ``email`` (``policy.default``) and its body found with
-``EmailMessage.get_body``; HTML goes through ``html.parser``; the clean-up is line-based regular
-expressions.  No I/O and no third-party packages.
+``EmailMessage.get_body``; parts are decoded and HTML read by ``ums.mailgate.mailtext``; the clean-up
+is line-based regular expressions.  No I/O and no third-party packages.
 """
 
 from __future__ import annotations
 
 import re
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from email.parser import BytesParser
-from html.parser import HTMLParser
 from typing import Final
 
 from ums.mailgate.flowed import unflow
+from ums.mailgate.mailtext import BLOCK_TAGS, html_text, part_text
 
 __all__ = ["NOTHING_TO_SEND", "EmptySms", "clean_sms_text", "html_to_text", "sms_text_from_mail"]
 
@@ -121,72 +121,21 @@ _HTML_DROP_MARKS: Final = frozenset(
 _HTML_CUT_MARKS: Final = frozenset({"divrplyfwdmsg", "x_divrplyfwdmsg", "appendonsend", "x_appendonsend"})
 
 
-class _HtmlText(HTMLParser):
-    """Text of an HTML body without head, scripts, styles, quotes and marked signatures."""
-
-    SKIP: Final = frozenset({"head", "style", "script", "title", "template", "noscript", "blockquote"})
-    VOID: Final = frozenset(
-        {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-    )
-    BREAK: Final = frozenset(
-        {"p", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section"}
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip: list[str] = []  # open elements whose content is left out
-        self._pre = 0
-        self._done = False  # Outlook's history started: the rest is left out
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._done:
-            return
-        if tag in self.VOID:
-            if not self._skip and tag in ("br", "hr"):
-                self.out.append("\n")
-            return
-        marks = {
-            word.lower()
-            for name, value in attrs
-            if name in ("id", "class") and value
-            for word in value.split()
-        }
-        if marks & _HTML_CUT_MARKS and not self._skip:
-            self._done = True
-            return
-        if self._skip or tag in self.SKIP or marks & _HTML_DROP_MARKS:
-            self._skip.append(tag)
-            return
-        if tag in self.BREAK:
-            self.out.append("\n")
-        if tag == "pre":
-            self._pre += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._done:
-            return
-        if self._skip:
-            if tag in self._skip:
-                while self._skip and self._skip.pop() != tag:
-                    pass
-            return
-        if tag in self.BREAK:
-            self.out.append("\n")
-        if tag == "pre" and self._pre:
-            self._pre -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip and not self._done:
-            self.out.append(data if self._pre else re.sub(r"[ \t\r\n]+", " ", data))
+#: tags that break the line besides the common blocks
+_HTML_BLOCKS: Final = BLOCK_TAGS | {"ul", "ol", "pre", "section"}
 
 
 def html_to_text(html: str) -> str:
     """The text of an HTML body, a line per block, quotes and marked signatures left out."""
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.out)
+    return html_text(
+        html,
+        skip_quotes=True,
+        cut_marks=_HTML_CUT_MARKS,
+        drop_marks=_HTML_DROP_MARKS,
+        keep_pre=True,
+        blocks=_HTML_BLOCKS,
+        line_breaks=frozenset({"br", "hr"}),
+    )
 
 
 # -- text ----------------------------------------------------------------------------------------------
@@ -268,18 +217,6 @@ def _truncate(text: str, max_chars: int) -> str:
     return head.rstrip() + "..."
 
 
-def _content(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
-    for charset in (part.get_content_charset(), "utf-8"):
-        if charset:
-            try:
-                return data.decode(charset)
-            except (LookupError, UnicodeDecodeError):
-                continue
-    return data.decode("latin-1")
-
-
 def _parse(msg: EmailMessage | bytes) -> EmailMessage:
     if isinstance(msg, bytes | bytearray):
         parsed = BytesParser(policy=policy.default).parsebytes(bytes(msg))
@@ -312,7 +249,7 @@ def sms_text_from_mail(msg: EmailMessage | bytes, *, max_chars: int = 1000) -> s
         part = mail.get_body(preferencelist=(subtype,))
         if part is None or part.get_content_subtype() != subtype:
             continue
-        content = _content(part)
+        content = part_text(part)
         if subtype == "html":
             content = html_to_text(content)
         elif str(part.get_param("format", "") or "").lower() == "flowed":
